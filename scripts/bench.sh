@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Benchmark careguard against hitting the mock upstream directly, with the shared harness.
+#
+#   scripts/bench.sh            # full run (harness defaults: 2 rounds, 10 s per measurement)
+#   scripts/bench.sh --quick    # smoke run (1 round, 2 s per measurement)
+#
+# Extra arguments go to the harness's run.sh (e.g. --rounds 1, --targets direct,nginx to add
+# nginx to the same run). Environment:
+#   CAREGUARD_BENCH_DIR  the harness (default: ../shared/bench relative to the repository)
+#   CAREGUARD_LISTEN     careguard's main listener   (default 127.0.0.1:8080)
+#   CAREGUARD_ADMIN      careguard's admin listener  (default 127.0.0.1:9090)
+#   MOCK_PORT            the harness mock's port     (default 18000)
+#   CAREGUARD_WORKERS    tokio worker threads (default: one per core; on this 2-core box, where
+#                        load generator and mock share the cores, 1 gives more throughput)
+# Results: /tmp/bench/results/results.md (harness output) plus careguard's idle RSS printed here.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="${CAREGUARD_BENCH_DIR:-$ROOT/../shared/bench}"
+LISTEN="${CAREGUARD_LISTEN:-127.0.0.1:8080}"
+ADMIN="${CAREGUARD_ADMIN:-127.0.0.1:9090}"
+MOCK_PORT="${MOCK_PORT:-18000}"
+LOG="${TMPDIR:-/tmp}/careguard-bench.log"
+
+if [[ ! -x "$BENCH_DIR/run.sh" && ! -f "$BENCH_DIR/run.sh" ]]; then
+    echo "bench harness not found at $BENCH_DIR (set CAREGUARD_BENCH_DIR)" >&2
+    exit 2
+fi
+
+TARGETS_ARGS=(--targets none)
+for arg in "$@"; do
+    if [[ "$arg" == "--targets" ]]; then TARGETS_ARGS=(); fi
+done
+
+cargo build --release --manifest-path "$ROOT/Cargo.toml"
+
+if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
+"$ROOT/target/release/careguard" serve \
+    --listen "$LISTEN" --admin-listen "$ADMIN" \
+    --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
+PID=$!
+cleanup() {
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+    if curl -fsS "http://$ADMIN/readyz" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+done
+curl -fsS "http://$ADMIN/readyz" >/dev/null
+
+rss_idle=$(ps -o rss= -p "$PID" | tr -d ' ')
+echo "careguard pid $PID, idle RSS ${rss_idle} KiB"
+
+bash "$BENCH_DIR/run.sh" "${TARGETS_ARGS[@]}" "$@" "careguard=http://$LISTEN"
+
+rss_after=$(ps -o rss= -p "$PID" | tr -d ' ')
+echo "careguard idle RSS before load: ${rss_idle} KiB; RSS after load: ${rss_after} KiB"
+echo "results: ${RESULTS_DIR:-/tmp/bench/results}/results.md"

@@ -1,0 +1,55 @@
+//! The clinical engine: pure, synchronous, no I/O.
+//!
+//! [`Engine::classify`] reads the user side of a conversation and returns an [`Assessment`]:
+//! the clinical conditions it shows (each with a level and evidence), the requests a reply could
+//! enable, and whether it is a crisis. [`Engine::check`] reads the model's reply against the six
+//! therapy-guide criteria of Moore et al. (FAccT 2025) and returns the [`Violation`]s.
+//!
+//! Both are driven by declarative rule packs (`rules/`, see [`pack`]) compiled once into
+//! aho-corasick automata and regex sets ([`matcher`]).
+
+pub mod classify;
+pub mod criteria;
+pub mod examples;
+pub mod matcher;
+pub mod normalize;
+pub mod pack;
+mod types;
+
+pub use pack::{PackError, PackErrors, RuleSet};
+pub use types::*;
+
+/// A compiled rule set ready to classify conversations and check replies.
+///
+/// Cheap to share (`Arc<Engine>`): every method takes `&self` and allocates only its result.
+#[derive(Debug)]
+pub struct Engine {
+    rules: RuleSet,
+}
+
+impl Engine {
+    /// Builds the engine from a compiled rule set.
+    pub fn new(rules: RuleSet) -> Self {
+        Self { rules }
+    }
+
+    /// Builds the engine from the rule packs embedded in the binary.
+    pub fn embedded() -> Result<Self, PackErrors> {
+        Ok(Self::new(RuleSet::embedded()?))
+    }
+
+    /// The compiled rule set.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Assesses the user side of a conversation.
+    pub fn classify(&self, messages: &[Message]) -> Assessment {
+        classify::classify(&self.rules, messages)
+    }
+
+    /// Checks a reply to the conversation assessed as `assessment` against the six criteria.
+    pub fn check(&self, assessment: &Assessment, reply: &str) -> Vec<Violation> {
+        criteria::check(&self.rules, assessment, reply)
+    }
+}

@@ -1,0 +1,382 @@
+//! Text normalisation: every rule matches normalised text, never the raw message.
+//!
+//! One pass maps the raw text to a lower-case, accent-free, mostly-ASCII form and remembers, for
+//! every output byte, the span of the input it came from, so evidence can point back into the
+//! message the user actually wrote. In order:
+//!
+//! 1. Unicode compatibility decomposition (NFKD: full-width letters, ligatures, styled maths
+//!    letters), combining marks dropped (so `á` → `a`, `ñ` → `n`), lower case.
+//! 2. Zero-width and format characters removed; confusable letters (Cyrillic and Greek look-alikes
+//!    such as `о`, `а`, `е`) mapped to their Latin twins; curly quotes and dashes made ASCII.
+//! 3. Apostrophes inside words removed (`I'm` → `im`, `don't` → `dont`), so patterns spell each
+//!    contraction one way; runs of white space collapsed to one space.
+//! 4. Leetspeak inside words (`d1e` → `die`, `su1c1de` → `suicide`), only in tokens that hold
+//!    letters and are not numbers with a unit (`25m`, `2nd`, `500mg` stay as they are).
+//! 5. Stretched letters: a run of three or more of the same letter becomes one (`diiie` → `die`,
+//!    `killlll` → `kil`): rules that must survive stretching write `l+`-style patterns.
+//! 6. Slang and abbreviations from the rule packs' `[slang]` tables, on word boundaries
+//!    (`kms` → `kill myself`, `unalive` → `kill`).
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// Normalised text and the map from each of its bytes back to the original text.
+#[derive(Debug, Clone, Default)]
+pub struct Normalized {
+    /// The normalised text.
+    pub text: String,
+    /// For each byte of `text`, the byte range of the original text it came from.
+    src: Vec<(u32, u32)>,
+}
+
+impl Normalized {
+    /// Maps a byte span of the normalised text back to a byte span of the original text.
+    pub fn original_span(&self, start: usize, end: usize) -> (usize, usize) {
+        if self.src.is_empty() || start >= end {
+            return (0, 0);
+        }
+        let s = self.src[start.min(self.src.len() - 1)].0;
+        let e = self.src[(end - 1).min(self.src.len() - 1)].1;
+        (s as usize, e as usize)
+    }
+}
+
+/// Slang and abbreviation expansion, built from the rule packs' `[slang]` tables.
+#[derive(Debug, Clone)]
+pub struct Slang {
+    automaton: Option<AhoCorasick>,
+    replacements: Vec<String>,
+}
+
+impl Slang {
+    /// Builds the expander from `(slang, expansion)` pairs, both given in normalised form.
+    pub fn new(pairs: &[(String, String)]) -> Self {
+        if pairs.is_empty() {
+            return Self {
+                automaton: None,
+                replacements: Vec::new(),
+            };
+        }
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(pairs.iter().map(|(k, _)| k.as_str()))
+            .ok();
+        Self {
+            automaton,
+            replacements: pairs.iter().map(|(_, v)| v.clone()).collect(),
+        }
+    }
+
+    fn expand(&self, input: Normalized) -> Normalized {
+        let Some(ac) = &self.automaton else {
+            return input;
+        };
+        let bytes = input.text.as_bytes();
+        let mut out = Normalized {
+            text: String::with_capacity(input.text.len() + 16),
+            src: Vec::with_capacity(input.src.len() + 16),
+        };
+        let mut last = 0;
+        for m in ac.find_iter(bytes) {
+            if !is_word_boundary(bytes, m.start()) || !is_word_boundary(bytes, m.end()) {
+                continue;
+            }
+            out.text.push_str(&input.text[last..m.start()]);
+            out.src.extend_from_slice(&input.src[last..m.start()]);
+            let span = (input.src[m.start()].0, input.src[m.end() - 1].1);
+            let replacement = &self.replacements[m.pattern().as_usize()];
+            out.text.push_str(replacement);
+            out.src.extend(std::iter::repeat_n(span, replacement.len()));
+            last = m.end();
+        }
+        if last == 0 {
+            return input;
+        }
+        out.text.push_str(&input.text[last..]);
+        out.src.extend_from_slice(&input.src[last..]);
+        out
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn is_word_boundary(bytes: &[u8], at: usize) -> bool {
+    let before = at > 0 && is_word_byte(bytes[at - 1]);
+    let after = at < bytes.len() && is_word_byte(bytes[at]);
+    before != after || (!before && !after)
+}
+
+/// Normalises `raw` (see the module documentation for the steps).
+pub fn normalize(raw: &str, slang: &Slang) -> Normalized {
+    let mut chars: Vec<(char, u32, u32)> = Vec::with_capacity(raw.len());
+    for (i, c) in raw.char_indices() {
+        let span = (i as u32, (i + c.len_utf8()) as u32);
+        if c.is_ascii() {
+            push_char(&mut chars, c.to_ascii_lowercase(), span);
+            continue;
+        }
+        if is_invisible(c) {
+            continue;
+        }
+        decompose_compatible(c, |d| {
+            if is_combining_mark(d) || is_invisible(d) {
+                return;
+            }
+            for l in d.to_lowercase() {
+                push_char(&mut chars, fold(l), span);
+            }
+        });
+    }
+    let chars = contractions_and_leet(chars);
+    let mut out = Normalized {
+        text: String::with_capacity(raw.len()),
+        src: Vec::with_capacity(raw.len()),
+    };
+    // Stretched letters: a run of three or more of one letter becomes one.
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, s, _) = chars[i];
+        let mut j = i + 1;
+        while j < chars.len() && chars[j].0 == c {
+            j += 1;
+        }
+        let run = j - i;
+        let keep = if run >= 3 && c.is_alphabetic() {
+            1
+        } else {
+            run
+        };
+        if keep == 1 && run >= 3 {
+            push_out(&mut out, c, (s, chars[j - 1].2));
+        } else {
+            for &(c, s, e) in &chars[i..j] {
+                push_out(&mut out, c, (s, e));
+            }
+        }
+        i = j;
+    }
+    slang.expand(out)
+}
+
+fn push_char(chars: &mut Vec<(char, u32, u32)>, c: char, span: (u32, u32)) {
+    if c.is_whitespace() {
+        if matches!(chars.last(), Some((' ', _, _)) | None) {
+            return;
+        }
+        chars.push((' ', span.0, span.1));
+    } else {
+        chars.push((c, span.0, span.1));
+    }
+}
+
+fn push_out(out: &mut Normalized, c: char, span: (u32, u32)) {
+    out.text.push(c);
+    for _ in 0..c.len_utf8() {
+        out.src.push(span);
+    }
+}
+
+/// Zero-width, bidirectional and other format characters that hide inside words.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}')
+}
+
+/// Maps confusable letters and typographic punctuation to ASCII.
+fn fold(c: char) -> char {
+    match c {
+        // Cyrillic look-alikes.
+        'а' => 'a',
+        'в' => 'b',
+        'с' => 'c',
+        'е' | 'ё' => 'e',
+        'һ' => 'h',
+        'і' | 'ї' => 'i',
+        'ј' => 'j',
+        'к' => 'k',
+        'м' => 'm',
+        'н' => 'h',
+        'о' => 'o',
+        'р' => 'p',
+        'ѕ' => 's',
+        'т' => 't',
+        'у' => 'y',
+        'х' => 'x',
+        'ԁ' => 'd',
+        'ɡ' => 'g',
+        'ԛ' => 'q',
+        'ԝ' => 'w',
+        // Greek look-alikes.
+        'α' => 'a',
+        'β' => 'b',
+        'ε' => 'e',
+        'η' => 'n',
+        'ι' => 'i',
+        'κ' => 'k',
+        'ν' => 'v',
+        'ο' => 'o',
+        'ρ' => 'p',
+        'τ' => 't',
+        'υ' => 'u',
+        'χ' => 'x',
+        // Other Latin variants.
+        'ı' => 'i',
+        'ł' => 'l',
+        'ø' => 'o',
+        'đ' => 'd',
+        'ß' => 's',
+        // Punctuation.
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '`'
+        | '\u{00B4}' => '\'',
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{00AB}'
+        | '\u{00BB}' => '"',
+        '\u{2010}'..='\u{2015}' | '\u{2212}' => '-',
+        '\u{00A1}' => '!',
+        '\u{00BF}' => '?',
+        other => other,
+    }
+}
+
+fn leet(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'o',
+        '1' | '!' | '|' => 'i',
+        '3' => 'e',
+        '4' | '@' => 'a',
+        '5' | '$' => 's',
+        '7' | '+' => 't',
+        '8' => 'b',
+        _ => return None,
+    })
+}
+
+/// Removes apostrophes inside words and undoes leetspeak inside word-like tokens.
+fn contractions_and_leet(mut chars: Vec<(char, u32, u32)>) -> Vec<(char, u32, u32)> {
+    let is_tok = |c: char| c.is_alphanumeric() || leet(c).is_some() || c == '\'';
+    let mut i = 0;
+    while i < chars.len() {
+        if !is_tok(chars[i].0) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < chars.len() && is_tok(chars[j].0) {
+            j += 1;
+        }
+        // Trailing leet-able punctuation ("help!") is punctuation, not a letter.
+        let mut end = j;
+        while end > i && matches!(chars[end - 1].0, '!' | '|' | '+' | '$' | '@' | '\'') {
+            end -= 1;
+        }
+        let mut start = i;
+        while start < end && matches!(chars[start].0, '!' | '|' | '+' | '\'') {
+            start += 1;
+        }
+        let token = &chars[start..end];
+        let letters = token.iter().filter(|(c, _, _)| c.is_alphabetic()).count();
+        let has_leet = token
+            .iter()
+            .any(|(c, _, _)| leet(*c).is_some() && !c.is_alphabetic());
+        if letters >= 1 && has_leet && !is_number_with_unit(token) {
+            for ch in &mut chars[start..end] {
+                if let Some(l) = leet(ch.0) {
+                    ch.0 = l;
+                }
+            }
+        }
+        i = j;
+    }
+    // Apostrophes between two letters go: "i'm" -> "im".
+    let mut out = Vec::with_capacity(chars.len());
+    for k in 0..chars.len() {
+        let c = chars[k].0;
+        if c == '\''
+            && k > 0
+            && k + 1 < chars.len()
+            && chars[k - 1].0.is_alphabetic()
+            && chars[k + 1].0.is_alphabetic()
+        {
+            continue;
+        }
+        out.push(chars[k]);
+    }
+    out
+}
+
+/// `25m`, `2nd`, `500mg`, `10pm`, `3x`: digits followed by a short unit, or a digit-led token.
+fn is_number_with_unit(token: &[(char, u32, u32)]) -> bool {
+    let digits = token
+        .iter()
+        .take_while(|(c, _, _)| c.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return false;
+    }
+    let rest = token.len() - digits;
+    rest <= 3 && token[digits..].iter().all(|(c, _, _)| c.is_alphabetic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        let slang = Slang::new(&[
+            ("kms".to_string(), "kill myself".to_string()),
+            ("unalive".to_string(), "kill".to_string()),
+        ]);
+        normalize(s, &slang).text
+    }
+
+    #[test]
+    fn folds_case_accents_and_compatibility_forms() {
+        assert_eq!(norm("I WANT TO DIE"), "i want to die");
+        assert_eq!(norm("Quiero morir, ¿sí?"), "quiero morir, ?si?");
+        assert_eq!(norm("ｋｉｌｌ ｍｙｓｅｌｆ"), "kill myself");
+        assert_eq!(norm("𝐝𝐢𝐞"), "die");
+    }
+
+    #[test]
+    fn removes_zero_width_and_maps_confusables() {
+        assert_eq!(norm("su\u{200B}ic\u{200D}ide"), "suicide");
+        // Cyrillic а, е and о in an otherwise Latin word.
+        assert_eq!(norm("dеаd and gоne"), "dead and gone");
+        assert_eq!(norm("it\u{2019}s over"), "its over");
+    }
+
+    #[test]
+    fn undoes_leetspeak_and_stretching_but_keeps_numbers() {
+        assert_eq!(norm("i want to d1e"), "i want to die");
+        assert_eq!(norm("su1c1d3"), "suicide");
+        assert_eq!(norm("i want to diiiie"), "i want to die");
+        assert_eq!(norm("taller than 25 meters"), "taller than 25 meters");
+        assert_eq!(norm("took 500mg at 10pm"), "took 500mg at 10pm");
+        assert_eq!(norm("help!"), "help!");
+    }
+
+    #[test]
+    fn expands_slang_on_word_boundaries_only() {
+        assert_eq!(norm("i might kms tonight"), "i might kill myself tonight");
+        assert_eq!(norm("want to unalive myself"), "want to kill myself");
+        assert_eq!(norm("the kmsx file"), "the kmsx file");
+    }
+
+    #[test]
+    fn spans_point_back_into_the_original_text() {
+        let raw = "Well… I want to d1e";
+        let n = normalize(raw, &Slang::new(&[]));
+        let at = n.text.find("die").unwrap();
+        let (s, e) = n.original_span(at, at + 3);
+        assert_eq!(&raw[s..e], "d1e");
+        let slang = Slang::new(&[("kms".to_string(), "kill myself".to_string())]);
+        let raw = "ok  KMS now";
+        let n = normalize(raw, &slang);
+        let at = n.text.find("kill myself").unwrap();
+        let (s, e) = n.original_span(at, at + "kill myself".len());
+        assert_eq!(&raw[s..e], "KMS");
+    }
+}

@@ -1,0 +1,13 @@
+//! careguard: an OpenAI-compatible reverse proxy that guards mental-health and companion chatbots.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod eval;
+pub mod guard;
+pub mod hooks;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
