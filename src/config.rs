@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Visitor};
 use serde::Deserialize;
-use toml::Spanned;
 
 /// The whole validated configuration. Every table is optional in the file and has defaults.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +32,8 @@ pub struct Config {
     pub policy: crate::guard::policy::PolicyConfig,
     /// `[audit]`: the tamper-evident audit log.
     pub audit: crate::audit::AuditConfig,
+    /// `[tenancy]`: tenants chosen by API key digest or header, with policy overrides.
+    pub tenancy: crate::runtime::TenancyConfig,
 }
 
 /// `[server]`: the two listeners and graceful shutdown.
@@ -231,6 +232,15 @@ impl Section for crate::audit::AuditConfig {
     }
 }
 
+impl Section for crate::runtime::TenancyConfig {
+    const NAME: &'static str = "tenancy";
+    fn validate(&self, v: &mut Validator<'_>) {
+        for (key, message) in self.problems() {
+            v.error(&key, &message);
+        }
+    }
+}
+
 impl Section for RulesConfig {
     const NAME: &'static str = "rules";
 }
@@ -305,6 +315,7 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 
 /// Collects phase-two problems for one section, locating them by key.
 pub struct Validator<'a> {
+    src: &'a str,
     section: &'static str,
     spans: &'a BTreeMap<(&'static str, String), Range<usize>>,
     section_span: Range<usize>,
@@ -314,21 +325,94 @@ pub struct Validator<'a> {
 impl Validator<'_> {
     /// Reports `message` about `key` of this section (at the value if the key is in the file).
     pub fn error(&mut self, key: &str, message: &str) {
+        let nested = || {
+            // `criteria.no-stigma` or `tenants.acme.api_key_sha256`: find the innermost part.
+            let parts: Vec<&str> = key.split('.').collect();
+            let (last, parents) = parts.split_last()?;
+            let path: Vec<&str> = std::iter::once(self.section)
+                .chain(parents.iter().copied())
+                .collect();
+            let (_, value) = locate(self.src, &path, last);
+            (value != (0..0)).then_some(value)
+        };
         let span = self
             .spans
             .get(&(self.section, key.to_owned()))
             .cloned()
+            .or_else(|| key.contains('.').then(nested).flatten())
             .unwrap_or_else(|| self.section_span.clone());
         self.out
             .push((span, format!("[{}] {key}: {message}", self.section)));
     }
 }
 
-type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+/// Keys of one table with the spans of each key and its value. Values are read from the plain
+/// parse ([`Loader::plain`]); spans come from [`locate`], because toml's `Spanned` cannot wrap
+/// tables that dotted headers (`[policy.criteria.x]`) define.
+type RawTable = Vec<(String, Range<usize>, Range<usize>)>;
+
+/// Finds where `key` is written: in `section` (a `key = value` line under `[section]`, or a
+/// `[section.key...]` header), or at the top level when `section` is `None` (a `[key]` or
+/// `[key.…]` header, or a `key = value` line before any header). Returns the key's span and the
+/// value's span (the value starts after `=`; for headers both are the header's key).
+fn locate(src: &str, section: &[&str], key: &str) -> (Range<usize>, Range<usize>) {
+    let unquote = |p: &str| p.trim().trim_matches('"').trim_matches('\'').to_string();
+    let mut offset = 0;
+    let mut current: Vec<String> = Vec::new();
+    for line in src.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(rest) = trimmed.strip_prefix('[') {
+            let inner = rest.trim_start_matches('[');
+            let end = inner.find(']').unwrap_or(inner.len());
+            current = inner[..end].split('.').map(unquote).collect();
+            let wanted: Vec<&str> = section
+                .iter()
+                .copied()
+                .chain(std::iter::once(key))
+                .collect();
+            if current.len() >= wanted.len() && current.iter().zip(&wanted).all(|(a, b)| a == b) {
+                let header = &line[indent..];
+                let at = header.find(key).map_or(indent, |i| indent + i);
+                let span = offset + at..offset + at + key.len();
+                return (span.clone(), span);
+            }
+        } else if let Some((k, _)) = trimmed.split_once('=') {
+            let in_section =
+                current.len() == section.len() && current.iter().zip(section).all(|(a, b)| a == b);
+            if in_section && unquote(k) == key {
+                let key_start = offset + indent;
+                let eq = line.find('=').unwrap_or(0);
+                let value_start =
+                    offset + eq + 1 + (line[eq + 1..].len() - line[eq + 1..].trim_start().len());
+                return (
+                    key_start..key_start + key.len(),
+                    value_start..offset + line.trim_end().len(),
+                );
+            }
+        }
+        offset += line.len();
+    }
+    (0..0, 0..0)
+}
+
+/// The keys of `table` with their spans in `src`.
+fn raw_table(src: &str, section: Option<&str>, table: &toml::Table) -> RawTable {
+    let section: Vec<&str> = section.into_iter().collect();
+    table
+        .keys()
+        .map(|k| {
+            let (key_span, value_span) = locate(src, section.as_slice(), k);
+            (k.clone(), key_span, value_span)
+        })
+        .collect()
+}
 
 /// Phase-one state shared by all sections.
 struct Loader {
+    src: String,
     tables: BTreeMap<String, (Range<usize>, RawTable)>,
+    plain: toml::Table,
     spans: BTreeMap<(&'static str, String), Range<usize>>,
     problems: Vec<(Range<usize>, String)>,
 }
@@ -341,11 +425,11 @@ impl Loader {
         };
         let fields = field_names::<S>();
         let mut good = toml::Table::new();
-        for (key, value) in table {
-            let name = key.get_ref().as_str();
+        for (key, key_span, value_span) in table {
+            let name = key.as_str();
             if !fields.contains(&name) {
                 self.problems.push((
-                    key.span(),
+                    key_span,
                     format!(
                         "[{}] unknown key `{name}`, expected one of: {}",
                         S::NAME,
@@ -354,15 +438,21 @@ impl Loader {
                 ));
                 continue;
             }
+            let plain_value = self
+                .plain
+                .get(S::NAME)
+                .and_then(|t| t.get(name))
+                .cloned()
+                .unwrap_or(toml::Value::Boolean(false));
             let mut single = toml::Table::new();
-            single.insert(name.to_owned(), value.get_ref().clone());
+            single.insert(name.to_owned(), plain_value.clone());
             match toml::Value::Table(single).try_into::<S>() {
                 Ok(_) => {
-                    self.spans.insert((S::NAME, name.to_owned()), value.span());
-                    good.insert(name.to_owned(), value.into_inner());
+                    self.spans.insert((S::NAME, name.to_owned()), value_span);
+                    good.insert(name.to_owned(), plain_value);
                 }
                 Err(e) => self.problems.push((
-                    value.span(),
+                    value_span,
                     format!("[{}] {name}: {}", S::NAME, e.message().trim()),
                 )),
             }
@@ -381,6 +471,7 @@ impl Loader {
 
     fn validate<S: Section>(&mut self, s: &S, section_span: Range<usize>) {
         let mut v = Validator {
+            src: &self.src,
             section: S::NAME,
             spans: &self.spans,
             section_span,
@@ -399,6 +490,7 @@ impl Config {
         RulesConfig::NAME,
         <crate::guard::policy::PolicyConfig as Section>::NAME,
         <crate::audit::AuditConfig as Section>::NAME,
+        <crate::runtime::TenancyConfig as Section>::NAME,
     ];
 
     /// Reads and validates `path`, reporting every problem at once.
@@ -417,44 +509,38 @@ impl Config {
             problems: to_problems(src, problems),
         };
         // Phase one, top level: syntax, unknown tables, tables that are not tables.
-        let top: RawTable = toml::from_str(src).map_err(|e| {
+        let plain: toml::Table = toml::from_str(src).map_err(|e| {
             invalid(vec![(
                 e.span().unwrap_or(0..0),
                 e.message().trim().to_owned(),
             )])
         })?;
         let mut problems = Vec::new();
-        for (key, value) in &top {
-            if !Self::SECTIONS.contains(&key.get_ref().as_str()) {
+        let mut tables = BTreeMap::new();
+        for (key, value) in &plain {
+            let (key_span, value_span) = locate(src, &[], key);
+            if !Self::SECTIONS.contains(&key.as_str()) {
                 problems.push((
-                    key.span(),
+                    key_span,
                     format!(
                         "unknown table `[{}]`, expected one of: {}",
-                        key.get_ref(),
+                        key,
                         Self::SECTIONS.join(", ")
                     ),
                 ));
-            } else if !value.get_ref().is_table() {
-                problems.push((value.span(), format!("`{}` must be a table", key.get_ref())));
+            } else if let Some(table) = value.as_table() {
+                tables.insert(key.clone(), (key_span, raw_table(src, Some(key), table)));
+            } else {
+                problems.push((value_span, format!("`{key}` must be a table")));
             }
         }
         if problems.iter().any(|(_, m)| m.ends_with("must be a table")) {
             return Err(invalid(problems));
         }
-        let spanned: BTreeMap<String, Spanned<RawTable>> = toml::from_str(src).map_err(|e| {
-            invalid(vec![(
-                e.span().unwrap_or(0..0),
-                e.message().trim().to_owned(),
-            )])
-        })?;
         let mut loader = Loader {
-            tables: spanned
-                .into_iter()
-                .map(|(k, v)| {
-                    let span = v.span();
-                    (k, (span, v.into_inner()))
-                })
-                .collect(),
+            src: src.to_owned(),
+            tables,
+            plain,
             spans: BTreeMap::new(),
             problems,
         };
@@ -464,6 +550,7 @@ impl Config {
         let (rules, rules_span) = loader.section::<RulesConfig>();
         let (policy, policy_span) = loader.section::<crate::guard::policy::PolicyConfig>();
         let (audit, audit_span) = loader.section::<crate::audit::AuditConfig>();
+        let (tenancy, tenancy_span) = loader.section::<crate::runtime::TenancyConfig>();
         // Phase two: semantic checks on what parsed.
         loader.validate(&server, server_span);
         loader.validate(&upstream, upstream_span);
@@ -471,6 +558,7 @@ impl Config {
         loader.validate(&rules, rules_span);
         loader.validate(&policy, policy_span);
         loader.validate(&audit, audit_span);
+        loader.validate(&tenancy, tenancy_span);
         if !loader.problems.is_empty() {
             return Err(invalid(loader.problems));
         }
@@ -481,6 +569,7 @@ impl Config {
             rules,
             policy,
             audit,
+            tenancy,
         })
     }
 }

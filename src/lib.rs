@@ -10,4 +10,5 @@ pub mod guard;
 pub mod hooks;
 pub mod metrics;
 pub mod proxy;
+pub mod runtime;
 pub mod server;

@@ -120,6 +120,12 @@ struct DemoArgs {
     /// Load rule packs from this folder instead of the embedded ones.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Run only the simulated bot, as an upstream for your own careguard (compose setups).
+    #[arg(long)]
+    bot_only: bool,
+    /// The simulated bot's address [default: 127.0.0.1:0, or 127.0.0.1:8000 with --bot-only].
+    #[arg(long)]
+    bot_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upstream: args.upstream,
                 rules_dir: args.rules,
                 audit_dir: args.audit_dir,
+                reload_poll: None,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime
@@ -287,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo(args) => {
-            if args.serve {
+            if args.serve || args.bot_only {
                 init_tracing();
             }
             let options = careguard::demo::DemoOptions {
@@ -295,6 +302,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 admin_listen: args.admin_listen,
                 rules_dir: args.rules,
+                bot_only: args.bot_only,
+                bot_listen: args.bot_listen,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime

@@ -329,6 +329,9 @@ pub struct GuardMetrics {
     referrals: IntCounterVec,
     reasks: IntCounterVec,
     check_duration: Histogram,
+    reloads: IntCounterVec,
+    rules_info: prometheus::IntGaugeVec,
+    tenants: IntCounterVec,
 }
 
 impl std::fmt::Debug for GuardMetrics {
@@ -403,7 +406,34 @@ impl GuardMetrics {
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(referrals.clone()))?;
         registry.register(Box::new(reasks.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "careguard_rules_reload_total",
+                "Reloads of rules and policy (SIGHUP or file change), by result: success or error (the old set stays in force).",
+            ),
+            &["result"],
+        )?;
+        let rules_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "careguard_rules_info",
+                "The rule-pack version in force (a content hash of rules/): 1 for the current version.",
+            ),
+            &["version"],
+        )?;
+        let tenants = IntCounterVec::new(
+            Opts::new(
+                "careguard_tenant_exchanges_total",
+                "Guarded chat exchanges by tenant (configured tenants and \"default\").",
+            ),
+            &["tenant"],
+        )?;
         registry.register(Box::new(check_duration.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(rules_info.clone()))?;
+        registry.register(Box::new(tenants.clone()))?;
+        for r in ["success", "error"] {
+            reloads.with_label_values(&[r]);
+        }
         // Touch every closed label set once so dashboards see zeros, not gaps.
         for c in Criterion::ALL {
             violations.with_label_values(&[c.as_str()]);
@@ -423,7 +453,35 @@ impl GuardMetrics {
             referrals,
             reasks,
             check_duration,
+            reloads,
+            rules_info,
+            tenants,
         })
+    }
+
+    /// Marks `version` as the rule-pack version in force.
+    pub fn rules_loaded(&self, version: &str) {
+        self.rules_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Moves the version in force from `old` to `new`.
+    pub fn rules_swapped(&self, old: &str, new: &str) {
+        if old != new {
+            let _ = self.rules_info.remove_label_values(&[old]);
+        }
+        self.rules_info.with_label_values(&[new]).set(1);
+    }
+
+    /// Counts one reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
+    }
+
+    /// Counts one exchange of `tenant` (a configured tenant name or "default": a closed set).
+    pub fn tenant_exchange(&self, tenant: &str) {
+        self.tenants.with_label_values(&[tenant]).inc();
     }
 
     /// Counts the conditions of one assessment and whether it is a crisis.

@@ -42,6 +42,38 @@ pub struct ServeOptions {
     pub rules_dir: Option<PathBuf>,
     /// Audit log folder (overrides `[audit] dir`).
     pub audit_dir: Option<PathBuf>,
+    /// How often the config file and rules folder are polled for changes (default 2 s).
+    pub reload_poll: Option<Duration>,
+}
+
+/// A started `serve`: the server, its guard and audit log, and the reloader.
+pub struct Running {
+    /// The server (addresses, metrics).
+    pub server: Server,
+    /// The guard and audit log.
+    pub guarded: Guarded,
+    /// Reloads on demand (what SIGHUP does).
+    pub reloader: Arc<crate::runtime::Reloader>,
+    reload_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops reloading, drains the server, then flushes and closes the audit log.
+    pub async fn shutdown(self) {
+        self.reload_task.abort();
+        self.server.shutdown().await;
+        if let Some(audit) = &self.guarded.audit {
+            audit.shutdown();
+        }
+    }
 }
 
 /// Why the server could not start or run.
@@ -93,6 +125,21 @@ pub fn resolve_upstream(config: &Config) -> String {
 
 /// Runs `careguard serve` until SIGTERM or ctrl-c, then drains and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let running = start(options).await?;
+    tracing::info!(
+        listen = %running.server.addr,
+        admin = %running.server.admin_addr,
+        upstream = %running.server.upstream,
+        "careguard listening"
+    );
+    shutdown_signal().await.map_err(ServeError::Signal)?;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Starts everything `serve` runs (server, guard, audit log, reloader) and returns it running.
+pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let mut config = match &options.config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -107,7 +154,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         crate::config::check_base_url(&url).map_err(UpstreamSetupError::BadUrl)?;
         config.upstream.base_url = Some(url);
     }
-    if let Some(dir) = options.rules_dir {
+    if let Some(dir) = options.rules_dir.clone() {
         config.rules.dir = Some(dir);
     }
     if let Some(dir) = options.audit_dir {
@@ -115,30 +162,59 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     let metrics = Arc::new(Metrics::new()?);
     let guarded = build_guard(&config, &metrics)?;
+    let reloader = crate::runtime::Reloader {
+        config_path: options.config_path.clone(),
+        apply_overrides: Box::new(move |c: &mut Config| {
+            if let Some(dir) = &options.rules_dir {
+                c.rules.dir = Some(dir.clone());
+            }
+        }),
+        build: {
+            let builder = Arc::clone(&guarded.builder);
+            Box::new(move |c: &Config| {
+                builder
+                    .build(c)
+                    .map(|(set, _)| set)
+                    .map_err(|e| format!("{}", crate::server::error_chain(&e)))
+            })
+        },
+        live: Arc::clone(&guarded.guard),
+        poll: options.reload_poll.unwrap_or(Duration::from_secs(2)),
+    };
+    let reloader = Arc::new(reloader);
+    let snapshot = reloader.snapshot(&config);
+    let reload_task = tokio::spawn(Arc::clone(&reloader).run(snapshot));
     let server = Server::start_with_metrics(config, guarded.guard.clone(), metrics).await?;
-    tracing::info!(
-        listen = %server.addr,
-        admin = %server.admin_addr,
-        upstream = %server.upstream,
-        "careguard listening"
-    );
-    shutdown_signal().await.map_err(ServeError::Signal)?;
-    tracing::info!("shutting down: draining in-flight requests");
-    server.shutdown().await;
-    if let Some(audit) = &guarded.audit {
-        audit.shutdown();
+    Ok(Running {
+        server,
+        guarded,
+        reloader,
+        reload_task,
+    })
+}
+
+/// An error and its causes, one per line (rule-pack and config errors carry `file:line:col`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(":\n");
+        out.push_str(&s.to_string());
+        source = s.source();
     }
-    Ok(())
+    out
 }
 
 /// The guard built from the configuration, and the audit log behind it (if any).
 pub struct Guarded {
-    /// The guard to hand to [`Server::start_with_metrics`].
-    pub guard: Arc<crate::guard::CareGuard>,
+    /// The guard to hand to [`Server::start_with_metrics`]: routes to tenants, swappable.
+    pub guard: Arc<crate::runtime::LiveGuard>,
     /// The audit log; call `shutdown` after the server has drained.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
-    /// The engine, for callers that want to assess text themselves (the demo).
+    /// The engine of the set in force at start-up (the demo's bot uses it).
     pub engine: Arc<crate::engine::Engine>,
+    /// Builds new guard sets (for reloads) with the same metrics and audit log.
+    pub builder: Arc<GuardBuilder>,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -147,49 +223,94 @@ impl std::fmt::Debug for Guarded {
     }
 }
 
-/// Builds the careguard guard from the configuration: rule packs (`[rules] dir` or the embedded
-/// ones), safe replies and crisis lines, the policy, the guard's metrics on `metrics`, and the
-/// audit log when `[audit] dir` is set.
-pub fn build_guard(config: &Config, metrics: &Metrics) -> Result<Guarded, ServeError> {
-    use crate::engine::{Engine, RuleSet};
-    use crate::guard::{policy::Policy, replies::SafeTexts, CareGuard};
-    let dir = config.rules.dir.as_deref();
-    let rules = match dir {
-        Some(dir) => RuleSet::from_dir(dir)?,
-        None => RuleSet::embedded()?,
-    };
-    let texts = SafeTexts::load(dir)?;
-    let today = crate::audit::record::rfc3339(std::time::SystemTime::now())[..10].to_string();
-    for line in texts.stale_lines(&today, 365) {
-        tracing::warn!(region = %line.region, name = %line.name, checked = %line.checked, "crisis line not checked for over a year: re-verify it");
+/// Builds guard sets from configurations; holds what outlives a reload (metrics, audit log).
+pub struct GuardBuilder {
+    metrics: crate::metrics::GuardMetrics,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+}
+
+impl GuardBuilder {
+    /// Compiles the rule packs (`[rules] dir` or the embedded ones), the safe replies and crisis
+    /// lines, and one guard per tenant (`[tenancy]`) with its merged policy.
+    pub fn build(
+        &self,
+        config: &Config,
+    ) -> Result<(crate::runtime::GuardSet, Arc<crate::engine::Engine>), ServeError> {
+        use crate::engine::{Engine, RuleSet};
+        use crate::guard::{policy::Policy, replies::SafeTexts, CareGuard, ExchangeSink};
+        let dir = config.rules.dir.as_deref();
+        let rules = match dir {
+            Some(dir) => RuleSet::from_dir(dir)?,
+            None => RuleSet::embedded()?,
+        };
+        let texts = SafeTexts::load(dir)?;
+        let today = crate::audit::record::rfc3339(std::time::SystemTime::now())[..10].to_string();
+        for line in texts.stale_lines(&today, 365) {
+            tracing::warn!(region = %line.region, name = %line.name, checked = %line.checked, "crisis line not checked for over a year: re-verify it");
+        }
+        let version = rules.version().to_string();
+        tracing::info!(version = %version, rules = rules.rules().len(), "rule packs loaded");
+        let engine = Arc::new(Engine::new(rules));
+        let make =
+            |policy: crate::guard::policy::PolicyConfig, tenant: Option<&str>| -> Arc<dyn Guard> {
+                let mut guard = CareGuard::new(
+                    Arc::clone(&engine),
+                    Policy::new(policy),
+                    texts.clone(),
+                    self.metrics.clone(),
+                );
+                if let Some(log) = &self.audit {
+                    let sink: Arc<dyn ExchangeSink> = match tenant {
+                        Some(t) => Arc::new(crate::audit::writer::TenantSink {
+                            log: Arc::clone(log),
+                            tenant: t.to_string(),
+                        }),
+                        None => Arc::clone(log) as Arc<dyn ExchangeSink>,
+                    };
+                    guard = guard.with_sink(sink);
+                }
+                Arc::new(guard)
+            };
+        let default = make(config.policy.clone(), None);
+        let tenants = config
+            .tenancy
+            .tenants
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name.clone(),
+                    make(crate::runtime::merge(&config.policy, &t.policy), Some(name)),
+                )
+            })
+            .collect();
+        let set = crate::runtime::GuardSet::new(default, tenants, &config.tenancy, version);
+        Ok((set, engine))
     }
-    tracing::info!(
-        version = rules.version(),
-        rules = rules.rules().len(),
-        "rule packs loaded"
-    );
-    let engine = Arc::new(Engine::new(rules));
+}
+
+/// Builds the careguard guard from the configuration: the guard metrics on `metrics`, the audit
+/// log when `[audit] dir` is set, and the first guard set (see [`GuardBuilder::build`]).
+pub fn build_guard(config: &Config, metrics: &Metrics) -> Result<Guarded, ServeError> {
     let guard_metrics = crate::metrics::GuardMetrics::new(metrics.registry())?;
-    let mut guard = CareGuard::new(
-        Arc::clone(&engine),
-        Policy::new(config.policy.clone()),
-        texts,
-        guard_metrics,
-    );
     let audit = match &config.audit.dir {
         Some(_) => {
             let audit_metrics = crate::audit::AuditMetrics::register(metrics.registry())?;
             let log = Arc::new(crate::audit::AuditLog::start(&config.audit, audit_metrics)?);
             tracing::info!(dir = %log.dir().display(), "audit log open");
-            guard = guard.with_sink(Arc::clone(&log) as Arc<dyn crate::guard::ExchangeSink>);
             Some(log)
         }
         None => None,
     };
+    let builder = Arc::new(GuardBuilder {
+        metrics: guard_metrics.clone(),
+        audit: audit.clone(),
+    });
+    let (set, engine) = builder.build(config)?;
     Ok(Guarded {
-        guard: Arc::new(guard),
+        guard: Arc::new(crate::runtime::LiveGuard::new(set, guard_metrics)),
         audit,
         engine,
+        builder,
     })
 }
 

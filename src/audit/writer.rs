@@ -38,6 +38,8 @@ struct Pending {
     upstream_calls: u32,
     outcome: ExchangeOutcome,
     state: Option<ExchangeState>,
+    /// The tenant, when the guard knows it; else the configured `[audit] tenant`.
+    tenant: Option<String>,
 }
 
 /// The audit log: enqueue exchanges with [`ExchangeSink::record`], stop with [`AuditLog::shutdown`].
@@ -152,8 +154,14 @@ impl Drop for AuditLog {
     }
 }
 
-impl ExchangeSink for AuditLog {
-    fn record(&self, summary: &ExchangeSummary, state: Option<&ExchangeState>) {
+impl AuditLog {
+    /// Records an exchange of `tenant` (the per-tenant guards of [`crate::runtime`] call this).
+    pub fn record_as(
+        &self,
+        tenant: Option<&str>,
+        summary: &ExchangeSummary,
+        state: Option<&ExchangeState>,
+    ) {
         let pending = Pending {
             time: SystemTime::now(),
             request_id: summary.request_id.clone(),
@@ -165,6 +173,7 @@ impl ExchangeSink for AuditLog {
             upstream_calls: summary.upstream_calls,
             outcome: summary.outcome,
             state: state.cloned(),
+            tenant: tenant.map(str::to_owned),
         };
         let wait = match self.on_full {
             OnFull::Block => self.block_timeout,
@@ -175,6 +184,27 @@ impl ExchangeSink for AuditLog {
             Err(PushError::Full(_)) => self.dropped("queue full"),
             Err(PushError::Closed(_)) => self.dropped("audit log shut down"),
         }
+    }
+}
+
+impl ExchangeSink for AuditLog {
+    fn record(&self, summary: &ExchangeSummary, state: Option<&ExchangeState>) {
+        self.record_as(None, summary, state);
+    }
+}
+
+/// An audit sink that stamps every record with one tenant.
+#[derive(Debug)]
+pub struct TenantSink {
+    /// The log.
+    pub log: Arc<AuditLog>,
+    /// The tenant's name.
+    pub tenant: String,
+}
+
+impl ExchangeSink for TenantSink {
+    fn record(&self, summary: &ExchangeSummary, state: Option<&ExchangeState>) {
+        self.log.record_as(Some(&self.tenant), summary, state);
     }
 }
 
@@ -228,7 +258,10 @@ impl Writer {
             }
             for pending in batch.drain(..) {
                 let retention = self.config.retention;
-                let tenant = self.config.tenant.clone();
+                let tenant = pending
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| self.config.tenant.clone());
                 let out = exchange_out(&pending, &tenant, retention);
                 self.append(pending.time, Some(&out), None);
             }

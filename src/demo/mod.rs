@@ -74,6 +74,10 @@ pub struct DemoOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Rules folder instead of the embedded packs.
     pub rules_dir: Option<PathBuf>,
+    /// Run only the simulated bot (an OpenAI-compatible upstream for compose setups), no careguard.
+    pub bot_only: bool,
+    /// The simulated bot's listener (default 127.0.0.1:0; with `bot_only`, 127.0.0.1:8000).
+    pub bot_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,12 +415,28 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     config.audit.retention = crate::audit::Retention::Full;
 
     let metrics = Arc::new(crate::metrics::Metrics::new().map_err(ServeError::from)?);
+    if options.bot_only {
+        let engine = Arc::new(match &options.rules_dir {
+            Some(dir) => {
+                Engine::new(crate::engine::RuleSet::from_dir(dir).map_err(ServeError::from)?)
+            }
+            None => Engine::embedded().map_err(ServeError::from)?,
+        });
+        let bot = Arc::new(Bot {
+            stimuli: data.stimuli,
+            engine,
+        });
+        let url = start_bot(bot, options.bot_listen.unwrap_or(loopback(8000))).await?;
+        println!("simulated bot (no careguard) listening: {url}");
+        tokio::signal::ctrl_c().await.map_err(DemoError::Signal)?;
+        return Ok(());
+    }
     let guarded = build_guard(&config, &metrics)?;
     let bot = Arc::new(Bot {
         stimuli: data.stimuli,
         engine: Arc::clone(&guarded.engine),
     });
-    let bot_url = start_bot(Arc::clone(&bot), loopback(0)).await?;
+    let bot_url = start_bot(Arc::clone(&bot), options.bot_listen.unwrap_or(loopback(0))).await?;
     config.upstream.base_url = Some(bot_url.clone());
     let server =
         Server::start_with_metrics(config, guarded.guard.clone(), Arc::clone(&metrics)).await?;

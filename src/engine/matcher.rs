@@ -10,6 +10,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 
 use super::pack::build_regex;
+use super::prefilter::required_literals;
 
 /// A rule that matched, with its span in the normalised text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +39,23 @@ struct Pattern {
 }
 
 /// The compiled patterns and terms of one side (user or reply).
+///
+/// Which patterns to run is decided by a filter that never misses one: patterns with required
+/// literals ([`super::prefilter`]) are candidates when one of their literals occurs (one
+/// aho-corasick pass over the text, shared with the terms); the few without go into a small
+/// `RegexSet`. Every candidate then runs its own regex, exactly as a single big set would have
+/// it run, so the hits do not depend on the filter.
 #[derive(Debug)]
 pub struct Matcher {
-    set: Option<RegexSet>,
     patterns: Vec<Pattern>,
-    terms: Option<AhoCorasick>,
+    /// Terms first (ids `0..term_rules.len()`), then the patterns' required literals.
+    automaton: Option<AhoCorasick>,
     term_rules: Vec<usize>,
+    /// For each required literal (automaton id minus the number of terms), its patterns.
+    literal_patterns: Vec<Vec<u32>>,
+    /// Patterns without required literals, scanned as a set, and their indices.
+    rest: Option<RegexSet>,
+    rest_patterns: Vec<usize>,
 }
 
 /// At most this many spans per pattern are kept (evidence, not an index).
@@ -53,18 +65,6 @@ impl Matcher {
     /// Compiles `(rule index, pattern)` and `(rule index, term)` lists.
     pub fn new(patterns: &[(usize, String)], terms: &[(usize, String)]) -> Result<Self, String> {
         let scanned: Vec<String> = patterns.iter().map(|(_, p)| scan_form(p)).collect();
-        let set = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                RegexSetBuilder::new(scanned.iter())
-                    .unicode(false)
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(64 << 20)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
-        };
         let compiled = patterns
             .iter()
             .zip(&scanned)
@@ -81,61 +81,126 @@ impl Matcher {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let automaton = if terms.is_empty() {
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut literal_patterns: Vec<Vec<u32>> = Vec::new();
+        let mut literal_ids: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        let mut rest = Vec::new();
+        for (index, scan) in scanned.iter().enumerate() {
+            match required_literals(scan) {
+                Some(set) => {
+                    for lit in set {
+                        let id = *literal_ids.entry(lit.clone()).or_insert_with(|| {
+                            literals.push(lit);
+                            literal_patterns.push(Vec::new());
+                            literals.len() - 1
+                        });
+                        literal_patterns[id].push(index as u32);
+                    }
+                }
+                None => rest.push(index),
+            }
+        }
+        let rest_set = if rest.is_empty() {
+            None
+        } else {
+            Some(
+                RegexSetBuilder::new(rest.iter().map(|&i| &scanned[i]))
+                    .unicode(false)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(64 << 20)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let needles: Vec<&[u8]> = terms
+            .iter()
+            .map(|(_, t)| t.as_bytes())
+            .chain(literals.iter().map(Vec::as_slice))
+            .collect();
+        let automaton = if needles.is_empty() {
             None
         } else {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
-                    .build(terms.iter().map(|(_, t)| t.as_str()))
+                    .build(&needles)
                     .map_err(|e| e.to_string())?,
             )
         };
         Ok(Self {
-            set,
             patterns: compiled,
-            terms: automaton,
+            automaton,
             term_rules: terms.iter().map(|(r, _)| *r).collect(),
+            literal_patterns,
+            rest: rest_set,
+            rest_patterns: rest,
         })
     }
 
-    /// Appends every hit in `text` to `out`.
+    /// Appends every hit in `text` to `out`: pattern hits in pattern order, then term hits.
     pub fn scan(&self, text: &str, out: &mut Vec<Hit>) {
         let bytes = text.as_bytes();
-        if let Some(set) = &self.set {
-            for index in set.matches(bytes).iter() {
-                let pattern = &self.patterns[index];
-                for m in pattern.scan.find_iter(bytes).take(MAX_SPANS_PER_PATTERN) {
-                    match &pattern.full {
-                        None => out.push(Hit {
-                            rule: pattern.rule,
-                            start: m.start(),
-                            end: m.end(),
-                            core: m.start(),
-                        }),
-                        Some(full) => {
-                            if let Some(hit) = confirm(full, bytes, m.start(), m.end())
-                                .or_else(|| confirm_plain(full, bytes, m.start(), m.end()))
-                            {
-                                out.push(Hit {
-                                    rule: pattern.rule,
-                                    ..hit
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(ac) = &self.terms {
+        let mut candidates = vec![0u64; self.patterns.len().div_ceil(64)];
+        let mark = |c: &mut [u64], i: usize| c[i / 64] |= 1 << (i % 64);
+        let terms_from = out.len();
+        let mut term_hits = 0;
+        if let Some(ac) = &self.automaton {
+            let terms = self.term_rules.len();
             for m in ac.find_overlapping_iter(bytes) {
-                if boundary(bytes, m.start()) && boundary(bytes, m.end()) {
+                let id = m.pattern().as_usize();
+                if id >= terms {
+                    for &p in &self.literal_patterns[id - terms] {
+                        mark(&mut candidates, p as usize);
+                    }
+                } else if boundary(bytes, m.start()) && boundary(bytes, m.end()) {
                     out.push(Hit {
-                        rule: self.term_rules[m.pattern().as_usize()],
+                        rule: self.term_rules[id],
                         start: m.start(),
                         end: m.end(),
                         core: m.start(),
                     });
+                    term_hits += 1;
+                }
+            }
+        }
+        if let Some(set) = &self.rest {
+            for i in set.matches(bytes).iter() {
+                mark(&mut candidates, self.rest_patterns[i]);
+            }
+        }
+        // Term hits were found first but come after the pattern hits.
+        let mut terms_found: Vec<Hit> = out.drain(terms_from..terms_from + term_hits).collect();
+        for (word, &bits) in candidates.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let index = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.run(index, bytes, out);
+            }
+        }
+        out.append(&mut terms_found);
+    }
+
+    /// Runs one candidate pattern and appends its confirmed hits.
+    fn run(&self, index: usize, bytes: &[u8], out: &mut Vec<Hit>) {
+        let pattern = &self.patterns[index];
+        for m in pattern.scan.find_iter(bytes).take(MAX_SPANS_PER_PATTERN) {
+            match &pattern.full {
+                None => out.push(Hit {
+                    rule: pattern.rule,
+                    start: m.start(),
+                    end: m.end(),
+                    core: m.start(),
+                }),
+                Some(full) => {
+                    if let Some(hit) = confirm(full, bytes, m.start(), m.end())
+                        .or_else(|| confirm_plain(full, bytes, m.start(), m.end()))
+                    {
+                        out.push(Hit {
+                            rule: pattern.rule,
+                            ..hit
+                        });
+                    }
                 }
             }
         }
@@ -335,5 +400,118 @@ mod tests {
         hits.clear();
         m.scan("she said they want to die", &mut hits);
         assert!(hits.is_empty());
+    }
+}
+#[doc(hidden)]
+pub fn debug_profile(rules: &super::RuleSet, texts: &[String]) {
+    use std::time::Instant;
+    for (side, m) in [("user", &rules.input), ("reply", &rules.reply)] {
+        let mut per: Vec<(f64, usize, usize)> = vec![(0.0, 0, 0); m.patterns.len()];
+        let (mut ac_t, mut cand_n) = (0.0, 0usize);
+        let bytes: usize = texts.iter().map(|t| t.len()).sum();
+        for t in texts {
+            let b = t.as_bytes();
+            let s = Instant::now();
+            let mut cands = vec![false; m.patterns.len()];
+            if let Some(ac) = &m.automaton {
+                let terms = m.term_rules.len();
+                for x in ac.find_overlapping_iter(b) {
+                    let id = x.pattern().as_usize();
+                    if id >= terms {
+                        for &p in &m.literal_patterns[id - terms] {
+                            cands[p as usize] = true;
+                        }
+                    }
+                }
+            }
+            ac_t += s.elapsed().as_secs_f64();
+            let mut out = Vec::new();
+            for (i, c) in cands.iter().enumerate() {
+                if *c {
+                    cand_n += 1;
+                    let s = Instant::now();
+                    let before = out.len();
+                    m.run(i, b, &mut out);
+                    per[i].0 += s.elapsed().as_secs_f64();
+                    per[i].1 += 1;
+                    per[i].2 += (out.len() > before) as usize;
+                }
+            }
+        }
+        eprintln!(
+            "ac mem {} literals {}",
+            m.automaton.as_ref().map_or(0, |a| a.memory_usage()),
+            m.literal_patterns.len()
+        );
+        let kb = bytes as f64 / 1024.0;
+        {
+            let ac = AhoCorasick::builder()
+                .prefilter(false)
+                .build(["zzzq", "qqqx", "the"])
+                .unwrap();
+            let s = Instant::now();
+            let mut n = 0usize;
+            for t in texts {
+                n += ac.find_overlapping_iter(t.as_bytes()).count();
+            }
+            eprintln!(
+                "  tiny ac no prefilter: {:.2} us/KB, {:.1} matches/KB",
+                s.elapsed().as_secs_f64() * 1e6 / kb,
+                n as f64 / kb
+            );
+            let s = Instant::now();
+            let mut n = 0usize;
+            for t in texts {
+                n += t
+                    .bytes()
+                    .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+            }
+            eprintln!(
+                "  hash loop: {:.2} us/KB {}",
+                s.elapsed().as_secs_f64() * 1e6 / kb,
+                n % 2
+            );
+        }
+        if let Some(ac) = &m.automaton {
+            let s = Instant::now();
+            let mut n = 0usize;
+            for t in texts {
+                n += ac.find_overlapping_iter(t.as_bytes()).count();
+            }
+            eprintln!(
+                "  overlapping count only: {:.2} us/KB, {:.1} matches/KB",
+                s.elapsed().as_secs_f64() * 1e6 / kb,
+                n as f64 / kb
+            );
+            let s = Instant::now();
+            let mut n = 0usize;
+            for t in texts {
+                n += ac.find_iter(t.as_bytes()).count();
+            }
+            eprintln!(
+                "  leftmost(standard) count only: {:.2} us/KB, {:.1} matches/KB",
+                s.elapsed().as_secs_f64() * 1e6 / kb,
+                n as f64 / kb
+            );
+        }
+        let run_t: f64 = per.iter().map(|p| p.0).sum();
+        eprintln!(
+            "{side}: ac {:.2} us/KB, runs {:.2} us/KB, candidates/text {:.1}",
+            ac_t * 1e6 / kb,
+            run_t * 1e6 / kb,
+            cand_n as f64 / texts.len() as f64
+        );
+        let mut idx: Vec<usize> = (0..per.len()).collect();
+        idx.sort_by(|a, b| per[*b].0.partial_cmp(&per[*a].0).unwrap());
+        for &i in idx.iter().take(25) {
+            let p = &m.patterns[i];
+            eprintln!(
+                "  {:>8.1} us/KB runs {:>5} hit {:>4}  {}",
+                per[i].0 * 1e6 / kb,
+                per[i].1,
+                per[i].2,
+                &p.scan.as_str()[..p.scan.as_str().len().min(110)]
+            );
+        }
     }
 }

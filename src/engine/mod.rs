@@ -14,6 +14,7 @@ pub mod examples;
 pub mod matcher;
 pub mod normalize;
 pub mod pack;
+mod prefilter;
 mod types;
 
 pub use pack::{PackError, PackErrors, RuleSet};

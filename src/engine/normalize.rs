@@ -110,6 +110,124 @@ fn is_word_boundary(bytes: &[u8], at: usize) -> bool {
 
 /// Normalises `raw` (see the module documentation for the steps).
 pub fn normalize(raw: &str, slang: &Slang) -> Normalized {
+    if raw.is_ascii() {
+        return slang.expand(normalize_ascii(raw.as_bytes()));
+    }
+    normalize_unicode(raw, slang)
+}
+
+/// Steps 1 to 5 for ASCII text (most text), byte by byte: the same output and spans as
+/// [`normalize_unicode`], without decoding characters or building a vector of them.
+fn normalize_ascii(raw: &[u8]) -> Normalized {
+    // Step 1: lower case and white space collapsed; `pos[i]` is where byte `i` came from.
+    let mut b: Vec<u8> = Vec::with_capacity(raw.len());
+    let mut pos: Vec<u32> = Vec::with_capacity(raw.len());
+    for (i, &c) in raw.iter().enumerate() {
+        if (c as char).is_whitespace() {
+            if matches!(b.last(), Some(b' ') | None) {
+                continue;
+            }
+            b.push(b' ');
+        } else {
+            b.push(c.to_ascii_lowercase());
+        }
+        pos.push(i as u32);
+    }
+    // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters (in place).
+    leet_ascii(&mut b);
+    let mut w = 0;
+    for k in 0..b.len() {
+        let c = b[k];
+        if c == b'\''
+            && k > 0
+            && k + 1 < b.len()
+            && b[k - 1].is_ascii_alphabetic()
+            && b[k + 1].is_ascii_alphabetic()
+        {
+            continue;
+        }
+        b[w] = c;
+        pos[w] = pos[k];
+        w += 1;
+    }
+    b.truncate(w);
+    pos.truncate(w);
+    // Step 5: stretched letters.
+    let mut text = Vec::with_capacity(b.len());
+    let mut src = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let mut j = i + 1;
+        while j < b.len() && b[j] == c {
+            j += 1;
+        }
+        if j - i >= 3 && c.is_ascii_alphabetic() {
+            text.push(c);
+            src.push((pos[i], pos[j - 1] + 1));
+        } else {
+            for &p in &pos[i..j] {
+                text.push(c);
+                src.push((p, p + 1));
+            }
+        }
+        i = j;
+    }
+    Normalized {
+        text: String::from_utf8(text).expect("ASCII in, ASCII out"),
+        src,
+    }
+}
+
+fn leet_ascii_byte(c: u8) -> bool {
+    matches!(
+        c,
+        b'0' | b'1' | b'!' | b'|' | b'3' | b'4' | b'@' | b'5' | b'$' | b'7' | b'+' | b'8'
+    )
+}
+
+/// [`contractions_and_leet`]'s leetspeak step on ASCII bytes.
+fn leet_ascii(b: &mut [u8]) {
+    let is_tok = |c: u8| c.is_ascii_alphanumeric() || leet_ascii_byte(c) || c == b'\'';
+    let mut i = 0;
+    while i < b.len() {
+        if !is_tok(b[i]) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < b.len() && is_tok(b[j]) {
+            j += 1;
+        }
+        let mut end = j;
+        while end > i && matches!(b[end - 1], b'!' | b'|' | b'+' | b'$' | b'@' | b'\'') {
+            end -= 1;
+        }
+        let mut start = i;
+        while start < end && matches!(b[start], b'!' | b'|' | b'+' | b'\'') {
+            start += 1;
+        }
+        let token = &b[start..end];
+        let letters = token.iter().any(u8::is_ascii_alphabetic);
+        let has_leet = token
+            .iter()
+            .any(|&c| leet_ascii_byte(c) && !c.is_ascii_alphabetic());
+        let digits = token.iter().take_while(|c| c.is_ascii_digit()).count();
+        let with_unit = digits > 0
+            && token.len() - digits <= 3
+            && token[digits..].iter().all(u8::is_ascii_alphabetic);
+        if letters && has_leet && !with_unit {
+            for c in &mut b[start..end] {
+                if let Some(l) = leet(*c as char) {
+                    *c = l as u8;
+                }
+            }
+        }
+        i = j;
+    }
+}
+
+fn normalize_unicode(raw: &str, slang: &Slang) -> Normalized {
     let mut chars: Vec<(char, u32, u32)> = Vec::with_capacity(raw.len());
     for (i, c) in raw.char_indices() {
         let span = (i as u32, (i + c.len_utf8()) as u32);
@@ -363,6 +481,52 @@ mod tests {
         assert_eq!(norm("i might kms tonight"), "i might kill myself tonight");
         assert_eq!(norm("want to unalive myself"), "want to kill myself");
         assert_eq!(norm("the kmsx file"), "the kmsx file");
+    }
+
+    #[test]
+    fn the_ascii_path_matches_the_general_path() {
+        // A small generator over the bytes every step cares about.
+        let alphabet = b"aAbeIlmst  \t\n'`013457!|@$+8.,-xyzoOoo";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut fixed: Vec<String> = [
+            "I'm sooo done!!! d1e now",
+            "  500mg at 10pm  ",
+            "su1c1d3 isn't 2nd",
+            "help!",
+            "'tis",
+            "aaa''bbb",
+            "kil l l lll",
+            "x\ty\r\nz",
+            "!!!1",
+            "d0n't",
+            "it's 4am",
+            "$ave @ll",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..3000 {
+            let len = (next() % 24) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                .collect();
+            fixed.push(s);
+        }
+        for s in &fixed {
+            let fast = slang_free(normalize_ascii(s.as_bytes()));
+            let slow = slang_free(normalize_unicode(s, &Slang::new(&[])));
+            assert_eq!(fast, slow, "{s:?}");
+        }
+    }
+
+    fn slang_free(n: Normalized) -> (String, Vec<(u32, u32)>) {
+        (n.text, n.src)
     }
 
     #[test]

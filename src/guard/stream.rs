@@ -164,7 +164,8 @@ impl ReplyStream {
             Action::Append if !at_end => None,
             Action::Append => {
                 let (note, referral) = self.inner.append_note(state);
-                let text = format!("{}\n\n{}", self.text, note);
+                // Only what was not yet released is re-sent (sentences may already be out).
+                let text = format!("{}\n\n{}", &self.text[self.released..], note);
                 let chunks = self.replacement_chunks(meta, &text);
                 self.settle(state, violations, decision, referral || resource);
                 self.finished = true;
@@ -181,7 +182,7 @@ impl ReplyStream {
                 // Streams are not re-asked: the reply is replaced (documented in the README).
                 let criterion: Option<Criterion> = decision.criterion;
                 let (text, referral) = self.inner.replacement(state, criterion);
-                let text = if self.kind == Kind::Window && !self.released_text().is_empty() {
+                let text = if !self.released_text().is_empty() {
                     format!("\n\n{text}")
                 } else {
                     text
@@ -225,6 +226,13 @@ fn has_sentence_end(text: &str) -> bool {
         .any(|b| matches!(b, b'.' | b'!' | b'?' | b'\n'))
 }
 
+/// The byte offset just after the last sentence end in `text` (0 when there is none).
+fn last_sentence_end(text: &str) -> usize {
+    text.bytes()
+        .rposition(|b| matches!(b, b'.' | b'!' | b'?' | b'\n'))
+        .map_or(0, |i| i + 1)
+}
+
 impl StreamGuard for ReplyStream {
     fn on_event(&mut self, state: &mut HookState, event: &StreamEvent<'_>) -> StreamAction {
         if self.finished {
@@ -257,12 +265,20 @@ impl StreamGuard for ReplyStream {
                 let Some(exchange) = state.downcast_mut::<ExchangeState>() else {
                     return StreamAction::Forward;
                 };
+                self.held.push(self.text.len());
                 match self.verdict(exchange, event.meta, false) {
                     Some(chunks) => StreamAction::Replace(chunks),
                     None => {
-                        self.checked_upto = self.text.len();
-                        self.release_all();
-                        StreamAction::Forward
+                        // Release only the events that end within complete sentences: text
+                        // after the last sentence end (the start of the next sentence) stays
+                        // held until its own sentence is checked.
+                        let boundary = last_sentence_end(&self.text);
+                        self.checked_upto = boundary;
+                        let n = self.held.iter().take_while(|&&end| end <= boundary).count();
+                        self.release(n);
+                        StreamAction::HoldWindow {
+                            keep: self.held.len(),
+                        }
                     }
                 }
             }
@@ -325,5 +341,18 @@ impl StreamGuard for ReplyStream {
                 EndAction::Release
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_end_is_after_the_last_terminator() {
+        assert_eq!(last_sentence_end("no end yet"), 0);
+        assert_eq!(last_sentence_end("One. Two"), 4);
+        assert_eq!(last_sentence_end("include:\n\n1. **Brook"), 12);
+        assert_eq!(last_sentence_end("Done!"), 5);
     }
 }
