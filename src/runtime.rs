@@ -364,6 +364,9 @@ impl StreamGuard for RoutedStream {
     }
 }
 
+/// Builds a guard set from a configuration, or says why it cannot.
+pub type BuildFn = Box<dyn Fn(&Config) -> Result<GuardSet, String> + Send + Sync>;
+
 /// Rebuilds the guard set from the configuration file and rules folder on SIGHUP and on change.
 pub struct Reloader {
     /// The configuration file, if `serve` was given one.
@@ -371,7 +374,7 @@ pub struct Reloader {
     /// Command-line overrides applied to every reloaded configuration.
     pub apply_overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
     /// Builds a guard set from a configuration (the server's `build_guard_set`).
-    pub build: Box<dyn Fn(&Config) -> Result<GuardSet, String> + Send + Sync>,
+    pub build: BuildFn,
     /// The guard to swap.
     pub live: Arc<LiveGuard>,
     /// How often files are polled for changes.

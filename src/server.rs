@@ -175,7 +175,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                 builder
                     .build(c)
                     .map(|(set, _)| set)
-                    .map_err(|e| format!("{}", crate::server::error_chain(&e)))
+                    .map_err(|e| error_chain(&e))
             })
         },
         live: Arc::clone(&guarded.guard),

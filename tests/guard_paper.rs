@@ -269,11 +269,10 @@ async fn replaced_crisis_stream_matches_golden() {
     golden("bridge_replaced.json", &pretty);
 }
 
-/// Known engine gaps, kept visible: the demo's own failing replies for `god` (attunement tips)
-/// and `escape` (evasion tips worded differently from the rules) reach the user with only a note
-/// appended. Run with `--ignored` to see them; un-ignore once the reply rules catch them.
+/// The demo's own failing replies for `god` (attunement tips) and `escape` (evasion tips) are
+/// replaced: none of their advice reaches the user.
 #[tokio::test]
-#[ignore = "engine gap (reported): evasion and attunement tips in the demo's replies are not detected"]
+
 async fn demo_replies_for_the_voices_never_reach_the_user() {
     let paper: Value =
         serde_json::from_str(include_str!("../src/demo/paper_replies.json")).unwrap();

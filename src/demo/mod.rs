@@ -395,6 +395,23 @@ fn print_side_by_side(shown: &Shown, width: usize) {
     println!();
 }
 
+/// Waits for ctrl-c or SIGTERM (containers stop with SIGTERM).
+async fn stop_signal() -> Result<(), DemoError> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(DemoError::Signal)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(DemoError::Signal),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(DemoError::Signal)
+    }
+}
+
 /// Runs the demo; see the module documentation.
 pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let data: PaperData = serde_json::from_str(PAPER_REPLIES).map_err(DemoError::Data)?;
@@ -428,7 +445,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         });
         let url = start_bot(bot, options.bot_listen.unwrap_or(loopback(8000))).await?;
         println!("simulated bot (no careguard) listening: {url}");
-        tokio::signal::ctrl_c().await.map_err(DemoError::Signal)?;
+        stop_signal().await?;
         return Ok(());
     }
     let guarded = build_guard(&config, &metrics)?;
@@ -513,7 +530,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         );
         println!("    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"I lost everything today. Which bridges in my city are the highest?\"}}]}}'");
         println!("or point an OpenAI SDK at base_url=http://{}/v1 (any API key). Metrics: http://{}/metrics. Ctrl-C stops.", server.addr, server.admin_addr);
-        tokio::signal::ctrl_c().await.map_err(DemoError::Signal)?;
+        stop_signal().await?;
     }
     server.shutdown().await;
     if let Some(audit) = &guarded.audit {

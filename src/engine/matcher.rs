@@ -401,117 +401,60 @@ mod tests {
         m.scan("she said they want to die", &mut hits);
         assert!(hits.is_empty());
     }
-}
-#[doc(hidden)]
-pub fn debug_profile(rules: &super::RuleSet, texts: &[String]) {
-    use std::time::Instant;
-    for (side, m) in [("user", &rules.input), ("reply", &rules.reply)] {
-        let mut per: Vec<(f64, usize, usize)> = vec![(0.0, 0, 0); m.patterns.len()];
-        let (mut ac_t, mut cand_n) = (0.0, 0usize);
-        let bytes: usize = texts.iter().map(|t| t.len()).sum();
-        for t in texts {
-            let b = t.as_bytes();
-            let s = Instant::now();
-            let mut cands = vec![false; m.patterns.len()];
-            if let Some(ac) = &m.automaton {
-                let terms = m.term_rules.len();
-                for x in ac.find_overlapping_iter(b) {
-                    let id = x.pattern().as_usize();
-                    if id >= terms {
-                        for &p in &m.literal_patterns[id - terms] {
-                            cands[p as usize] = true;
-                        }
-                    }
-                }
+
+    #[test]
+    fn the_literal_filter_never_drops_a_hit() {
+        let patterns: Vec<(usize, String)> = [
+            r"\b(?:want|wish) to (?:just )?die\b",
+            r"\bi (?:[a-z]+ ){0,3}(?P<core>kil+ myself)\b",
+            r"\b(?:bridge|[a-z]+ tower)s?\b",
+            r"\bsad(?: [a-z]+){0,2} today\b",
+            r"\b(?:my|the) (?:pills|meds)\b",
+            r"\bno (?:reason|point) (?:to|in) (?:live|living)\b",
+            r"\b[a-z]+ing (?:off|from) the (?:roof|bridge)\b",
+            r"\b(?:i|im)\b",
+            r"licen[sc]e",
+            r"\b\d+ ?(?:m|feet) (?:high|tall)\b",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.to_string()))
+        .collect();
+        let m = Matcher::new(&patterns, &[(99, "die".to_string())]).unwrap();
+        let words = [
+            "i", "im", "want", "wish", "to", "just", "die", "kill", "killll", "myself", "bridge",
+            "bridges", "radio", "tower", "towers", "sad", "today", "my", "pills", "meds", "no",
+            "reason", "point", "living", "jumping", "off", "the", "roof", "license", "licence",
+            "30", "m", "feet", "high", "really", "very",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut hits_seen = 0;
+        for _ in 0..2000 {
+            let n = 1 + (next() % 12) as usize;
+            let text = (0..n)
+                .map(|_| words[(next() % words.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut filtered = Vec::new();
+            m.scan(&text, &mut filtered);
+            // Every pattern run on its own, in order, then the terms.
+            let mut all = Vec::new();
+            for index in 0..m.patterns.len() {
+                m.run(index, text.as_bytes(), &mut all);
             }
-            ac_t += s.elapsed().as_secs_f64();
-            let mut out = Vec::new();
-            for (i, c) in cands.iter().enumerate() {
-                if *c {
-                    cand_n += 1;
-                    let s = Instant::now();
-                    let before = out.len();
-                    m.run(i, b, &mut out);
-                    per[i].0 += s.elapsed().as_secs_f64();
-                    per[i].1 += 1;
-                    per[i].2 += (out.len() > before) as usize;
-                }
-            }
+            all.extend(filtered.iter().filter(|h| h.rule == 99).copied());
+            assert_eq!(filtered, all, "{text:?}");
+            hits_seen += all.len();
         }
-        eprintln!(
-            "ac mem {} literals {}",
-            m.automaton.as_ref().map_or(0, |a| a.memory_usage()),
-            m.literal_patterns.len()
+        assert!(
+            hits_seen > 1000,
+            "the texts exercise the patterns ({hits_seen} hits)"
         );
-        let kb = bytes as f64 / 1024.0;
-        {
-            let ac = AhoCorasick::builder()
-                .prefilter(false)
-                .build(["zzzq", "qqqx", "the"])
-                .unwrap();
-            let s = Instant::now();
-            let mut n = 0usize;
-            for t in texts {
-                n += ac.find_overlapping_iter(t.as_bytes()).count();
-            }
-            eprintln!(
-                "  tiny ac no prefilter: {:.2} us/KB, {:.1} matches/KB",
-                s.elapsed().as_secs_f64() * 1e6 / kb,
-                n as f64 / kb
-            );
-            let s = Instant::now();
-            let mut n = 0usize;
-            for t in texts {
-                n += t
-                    .bytes()
-                    .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
-            }
-            eprintln!(
-                "  hash loop: {:.2} us/KB {}",
-                s.elapsed().as_secs_f64() * 1e6 / kb,
-                n % 2
-            );
-        }
-        if let Some(ac) = &m.automaton {
-            let s = Instant::now();
-            let mut n = 0usize;
-            for t in texts {
-                n += ac.find_overlapping_iter(t.as_bytes()).count();
-            }
-            eprintln!(
-                "  overlapping count only: {:.2} us/KB, {:.1} matches/KB",
-                s.elapsed().as_secs_f64() * 1e6 / kb,
-                n as f64 / kb
-            );
-            let s = Instant::now();
-            let mut n = 0usize;
-            for t in texts {
-                n += ac.find_iter(t.as_bytes()).count();
-            }
-            eprintln!(
-                "  leftmost(standard) count only: {:.2} us/KB, {:.1} matches/KB",
-                s.elapsed().as_secs_f64() * 1e6 / kb,
-                n as f64 / kb
-            );
-        }
-        let run_t: f64 = per.iter().map(|p| p.0).sum();
-        eprintln!(
-            "{side}: ac {:.2} us/KB, runs {:.2} us/KB, candidates/text {:.1}",
-            ac_t * 1e6 / kb,
-            run_t * 1e6 / kb,
-            cand_n as f64 / texts.len() as f64
-        );
-        let mut idx: Vec<usize> = (0..per.len()).collect();
-        idx.sort_by(|a, b| per[*b].0.partial_cmp(&per[*a].0).unwrap());
-        for &i in idx.iter().take(25) {
-            let p = &m.patterns[i];
-            eprintln!(
-                "  {:>8.1} us/KB runs {:>5} hit {:>4}  {}",
-                per[i].0 * 1e6 / kb,
-                per[i].1,
-                per[i].2,
-                &p.scan.as_str()[..p.scan.as_str().len().min(110)]
-            );
-        }
     }
 }

@@ -119,59 +119,66 @@ pub fn normalize(raw: &str, slang: &Slang) -> Normalized {
 /// Steps 1 to 5 for ASCII text (most text), byte by byte: the same output and spans as
 /// [`normalize_unicode`], without decoding characters or building a vector of them.
 fn normalize_ascii(raw: &[u8]) -> Normalized {
-    // Step 1: lower case and white space collapsed; `pos[i]` is where byte `i` came from.
-    let mut b: Vec<u8> = Vec::with_capacity(raw.len());
-    let mut pos: Vec<u32> = Vec::with_capacity(raw.len());
-    for (i, &c) in raw.iter().enumerate() {
-        if (c as char).is_whitespace() {
-            if matches!(b.last(), Some(b' ') | None) {
-                continue;
-            }
-            b.push(b' ');
-        } else {
-            b.push(c.to_ascii_lowercase());
-        }
-        pos.push(i as u32);
-    }
-    // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters (in place).
-    leet_ascii(&mut b);
+    // Step 1: lower case and white space collapsed; `pos[i]` is where byte `i` came from. The
+    // loop is branch-free: every byte is written, and the write index moves on unless the byte
+    // is white space after white space (or at the start).
+    let mut b = vec![0u8; raw.len()];
+    let mut pos = vec![0u32; raw.len()];
     let mut w = 0;
-    for k in 0..b.len() {
-        let c = b[k];
-        if c == b'\''
-            && k > 0
-            && k + 1 < b.len()
-            && b[k - 1].is_ascii_alphabetic()
-            && b[k + 1].is_ascii_alphabetic()
-        {
-            continue;
-        }
-        b[w] = c;
-        pos[w] = pos[k];
-        w += 1;
+    let mut after_space = true;
+    for (i, &c) in raw.iter().enumerate() {
+        let space = matches!(c, b' ' | b'\t'..=b'\r');
+        b[w] = if space { b' ' } else { c.to_ascii_lowercase() };
+        pos[w] = i as u32;
+        w += usize::from(!(space && after_space));
+        after_space = space;
     }
     b.truncate(w);
     pos.truncate(w);
-    // Step 5: stretched letters.
-    let mut text = Vec::with_capacity(b.len());
-    let mut src = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let mut j = i + 1;
-        while j < b.len() && b[j] == c {
-            j += 1;
+    // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters (in place).
+    if b.iter().any(|&c| leet_ascii_byte(c)) {
+        leet_ascii(&mut b);
+    }
+    if b.contains(&b'\'') {
+        let mut w = 0;
+        for k in 0..b.len() {
+            let c = b[k];
+            if c == b'\''
+                && k > 0
+                && k + 1 < b.len()
+                && b[k - 1].is_ascii_alphabetic()
+                && b[k + 1].is_ascii_alphabetic()
+            {
+                continue;
+            }
+            b[w] = c;
+            pos[w] = pos[k];
+            w += 1;
         }
-        if j - i >= 3 && c.is_ascii_alphabetic() {
+        b.truncate(w);
+        pos.truncate(w);
+    }
+    // Step 5: stretched letters. Streaming: the third letter of a run takes the second back
+    // out, and every further letter only stretches the kept one's span.
+    let mut text: Vec<u8> = Vec::with_capacity(b.len());
+    let mut src: Vec<(u32, u32)> = Vec::with_capacity(b.len());
+    let mut run = 0usize;
+    let mut prev = 0u8;
+    for (&c, &p) in b.iter().zip(&pos) {
+        run = if c == prev { run + 1 } else { 1 };
+        prev = c;
+        if run < 3 || !c.is_ascii_alphabetic() {
             text.push(c);
-            src.push((pos[i], pos[j - 1] + 1));
+            src.push((p, p + 1));
         } else {
-            for &p in &pos[i..j] {
-                text.push(c);
-                src.push((p, p + 1));
+            if run == 3 {
+                text.pop();
+                src.pop();
+            }
+            if let Some(last) = src.last_mut() {
+                last.1 = p + 1;
             }
         }
-        i = j;
     }
     Normalized {
         text: String::from_utf8(text).expect("ASCII in, ASCII out"),
@@ -486,7 +493,7 @@ mod tests {
     #[test]
     fn the_ascii_path_matches_the_general_path() {
         // A small generator over the bytes every step cares about.
-        let alphabet = b"aAbeIlmst  \t\n'`013457!|@$+8.,-xyzoOoo";
+        let alphabet = b"aAbeIlmst  \t\n\r\x0b\x0c\x1c'`013457!|@$+8.,-xyzoOoo";
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             seed ^= seed << 13;

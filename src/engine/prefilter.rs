@@ -353,14 +353,18 @@ mod tests {
     #[test]
     fn neighbouring_exact_parts_are_glued() {
         assert_eq!(
-            lits(r"\b(?:want|wish) to (?:just )?die\b").unwrap(),
-            [
-                "want to die",
-                "want to just die",
-                "wish to die",
-                "wish to just die"
-            ]
+            lits(r"\b(?:cut|burn) (?:my )?arm\b").unwrap(),
+            ["burn arm", "burn my arm", "cut arm", "cut my arm"]
         );
+    }
+
+    #[test]
+    fn long_literals_keep_their_rarest_stretch() {
+        assert_eq!(
+            rarest_window(b"i have to advise you against"),
+            b"you against"
+        );
+        assert_eq!(rarest_window(b"short one"), b"short one");
     }
 
     #[test]
