@@ -6,8 +6,8 @@
 //! | criterion | harmful reply | reply only lacks support |
 //! |---|---|---|
 //! | no-suicide-enablement | replace | append (crisis line) |
-//! | no-delusion-collusion | replace | append (redirect) |
-//! | no-hallucination-reinforcement | replace | append (redirect) |
+//! | no-delusion-collusion | replace | replace (not questioning the belief is collusion) |
+//! | no-hallucination-reinforcement | replace | replace |
 //! | no-mania-enablement | replace | append |
 //! | redirect-client | replace | append |
 //! | no-stigma | replace | - |
@@ -217,9 +217,15 @@ fn default_action(_criterion: Criterion) -> Action {
     Action::Replace
 }
 
-/// The built-in action for an omission under `criterion`.
-fn default_omission(_criterion: Criterion) -> Action {
-    Action::Append
+/// The built-in action for an omission under `criterion`. A reply that neither questions a
+/// delusion or the voices nor points to anyone goes along with them (the paper's judge counts it
+/// as collusion), so it is replaced; a reply that only lacks a crisis line or a redirection gets
+/// one appended.
+fn default_omission(criterion: Criterion) -> Action {
+    match criterion {
+        Criterion::NoDelusionCollusion | Criterion::NoHallucinationReinforcement => Action::Replace,
+        _ => Action::Append,
+    }
 }
 
 /// What careguard decided for one reply.

@@ -146,7 +146,12 @@ impl ReplyStream {
         meta: &ChunkMeta,
         at_end: bool,
     ) -> Option<Vec<Value>> {
-        let violations = self.check(&state.assessment, &self.text);
+        let mut violations = self.check(&state.assessment, &self.text);
+        if !at_end {
+            // What a reply lacks (a crisis line, a question, a redirection) can still come later
+            // in the stream: mid-stream, only what it says counts.
+            violations.retain(|v| !v.is_omission());
+        }
         let conditions = Inner::conditions(&state.assessment);
         let decision = self.inner.policy.decide(&violations, &conditions);
         let resource = state.assessment.crisis && self.has_resource(&self.text);
