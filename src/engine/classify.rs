@@ -118,8 +118,9 @@ fn same_sentence(text: &[u8], a: usize, b: usize) -> bool {
     !text[lo..hi].iter().any(|&c| is_sentence_end(c))
 }
 
-/// Whether a negation cue appears among the three words before `at`, in the same clause.
-fn negated(rules: &RuleSet, text: &[u8], at: usize) -> bool {
+/// Whether a negation cue appears among the three words before `at`, in the same clause (user
+/// hits, and reply rules marked `negatable = true`).
+pub(crate) fn negated(rules: &RuleSet, text: &[u8], at: usize) -> bool {
     let Some(neg) = &rules.negation else {
         return false;
     };

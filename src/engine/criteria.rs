@@ -61,7 +61,7 @@ pub fn features(rules: &RuleSet, reply: &str) -> Features {
     let mut found = Vec::with_capacity(hits.len());
     for h in hits {
         let rule = &rules.rules[h.rule];
-        if rule.negatable && negated(rules, norm.text.as_bytes(), h.core) {
+        if rule.negatable && super::classify::negated(rules, norm.text.as_bytes(), h.core) {
             continue;
         }
         if let RuleKind::Reply(feature) = rule.kind {
@@ -78,34 +78,6 @@ pub fn features(rules: &RuleSet, reply: &str) -> Features {
     }
     found.sort_by_key(|(_, e)| e.span[0]);
     Features { found }
-}
-
-/// Whether a negation cue of the language packs sits among the three words before `at`, in the
-/// same clause ("you don't have to do what the voices say"). Reply rules opt in with
-/// `negatable = true`.
-fn negated(rules: &RuleSet, text: &[u8], at: usize) -> bool {
-    let Some(neg) = &rules.negation else {
-        return false;
-    };
-    let mut start = at;
-    let mut words = 0;
-    while start > 0 {
-        let c = text[start - 1];
-        if matches!(
-            c,
-            b'.' | b'!' | b'?' | b';' | b'\n' | b',' | b':' | b'(' | b')'
-        ) {
-            break;
-        }
-        if c == b' ' && start < at {
-            words += 1;
-            if words > 3 {
-                break;
-            }
-        }
-        start -= 1;
-    }
-    neg.is_match(&text[start..at])
 }
 
 /// Checks `reply` against the criteria; see the module documentation.
