@@ -300,33 +300,14 @@ impl Guard for LiveGuard {
         Some(Box::new(RoutedStream { inner }))
     }
 
-    fn on_complete(&self, summary: ExchangeSummary) {
-        let ExchangeSummary {
-            request_id,
-            route,
-            status,
-            streamed,
-            delivered_text,
-            upstream_model,
-            upstream_calls,
-            outcome,
-            state,
-        } = summary;
+    fn on_complete(&self, mut summary: ExchangeSummary) {
+        let state = std::mem::replace(&mut summary.state, Box::new(()));
         let Ok(routed) = state.downcast::<Routed>() else {
             return;
         };
         let Routed { guard, inner } = *routed;
-        guard.on_complete(ExchangeSummary {
-            request_id,
-            route,
-            status,
-            streamed,
-            delivered_text,
-            upstream_model,
-            upstream_calls,
-            outcome,
-            state: inner,
-        });
+        summary.state = inner;
+        guard.on_complete(summary);
     }
 }
 
