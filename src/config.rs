@@ -148,11 +148,23 @@ impl UnguardedRoute {
 }
 
 /// `[rules]`: rule packs for the clinical engine.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
     /// Folder of rule packs; without it the embedded packs are used.
     pub dir: Option<PathBuf>,
+    /// How many recent user messages the engine remembers the scan of (0: off); see
+    /// [`crate::engine::cache`].
+    pub message_cache: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            message_cache: 65_536,
+        }
+    }
 }
 
 /// One table of the configuration file: its name and its phase-two checks.
@@ -243,6 +255,11 @@ impl Section for crate::runtime::TenancyConfig {
 
 impl Section for RulesConfig {
     const NAME: &'static str = "rules";
+    fn validate(&self, v: &mut Validator<'_>) {
+        if self.message_cache > 16_777_216 {
+            v.error("message_cache", "must be at most 16777216 messages");
+        }
+    }
 }
 
 /// Checks that `url` is an absolute `http` or `https` URL without query or fragment.

@@ -142,20 +142,70 @@ pub(crate) fn negated(rules: &RuleSet, text: &[u8], at: usize) -> bool {
     neg.is_match(&text[start..at])
 }
 
+/// What one user message yields before the cross-turn combination: a hit that survived negation
+/// and context, with its span in the original text.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageHit {
+    rule: u32,
+    span: (usize, usize),
+    /// Covered by a benign purpose ("for my garden") in this message, so it counts only when an
+    /// earlier turn of the conversation showed distress.
+    after_distress_only: bool,
+}
+
+/// Normalises and scans one user message. The result depends only on the text and the rules,
+/// which is what lets [`super::cache::MessageCache`] keep it across turns.
+pub fn message_hits(rules: &RuleSet, text: &str) -> Vec<MessageHit> {
+    let norm = normalize(text, &rules.slang);
+    let mut hits = Vec::new();
+    rules.input.scan(&norm.text, &mut hits);
+    let with_distress = surviving(rules, &norm, &hits, true);
+    let benign_context = hits.iter().any(|h| {
+        matches!(
+            rules.rules[h.rule].kind,
+            RuleKind::Context(ContextKind::BenignPurpose)
+        )
+    });
+    let without = if benign_context {
+        surviving(rules, &norm, &hits, false)
+    } else {
+        Vec::new()
+    };
+    with_distress
+        .iter()
+        .map(|h| MessageHit {
+            rule: h.rule as u32,
+            span: norm.original_span(h.start, h.end),
+            after_distress_only: benign_context
+                && !without
+                    .iter()
+                    .any(|w| w.rule == h.rule && w.start == h.start && w.end == h.end),
+        })
+        .collect()
+}
+
 /// Assesses a conversation; see the module documentation.
 pub fn classify(rules: &RuleSet, messages: &[Message]) -> Assessment {
+    classify_with(rules, messages, |text| message_hits(rules, text).into())
+}
+
+/// [`classify`], reading each user message's hits through `scan` (which may cache them).
+pub fn classify_with<F>(rules: &RuleSet, messages: &[Message], mut scan: F) -> Assessment
+where
+    F: FnMut(&str) -> Arc<[MessageHit]>,
+{
     let mut signals: Vec<Signal> = Vec::new();
     let mut distress_seen = false;
-    let mut hits = Vec::new();
     for (index, message) in messages.iter().enumerate() {
         if message.role != Role::User || message.content.is_empty() {
             continue;
         }
-        let norm = normalize(&message.content, &rules.slang);
-        hits.clear();
-        rules.input.scan(&norm.text, &mut hits);
-        for hit in surviving(rules, &norm, &hits, distress_seen) {
-            let rule = &rules.rules[hit.rule];
+        let hits = scan(&message.content);
+        for hit in hits.iter() {
+            if hit.after_distress_only && !distress_seen {
+                continue;
+            }
+            let rule = &rules.rules[hit.rule as usize];
             if matches!(
                 rule.kind,
                 RuleKind::Distress
@@ -165,8 +215,8 @@ pub fn classify(rules: &RuleSet, messages: &[Message]) -> Assessment {
             }
             signals.push(Signal {
                 message: index,
-                rule: hit.rule,
-                span: norm.original_span(hit.start, hit.end),
+                rule: hit.rule as usize,
+                span: hit.span,
             });
         }
     }

@@ -8,6 +8,7 @@
 //! Both are driven by declarative rule packs (`rules/`, see [`pack`]) compiled once into
 //! aho-corasick automata and regex sets ([`matcher`]).
 
+pub mod cache;
 pub mod classify;
 pub mod criteria;
 pub mod examples;
@@ -26,12 +27,22 @@ pub use types::*;
 #[derive(Debug)]
 pub struct Engine {
     rules: RuleSet,
+    cache: Option<cache::MessageCache<std::sync::Arc<[classify::MessageHit]>>>,
 }
 
 impl Engine {
     /// Builds the engine from a compiled rule set.
     pub fn new(rules: RuleSet) -> Self {
-        Self { rules }
+        Self { rules, cache: None }
+    }
+
+    /// Keeps what each user message yielded for about `capacity` recent messages, so that a
+    /// conversation resent with every turn costs only its new turns (see [`cache`]); 0 turns the
+    /// cache off. `careguard serve` uses this; `check`, `eval` and the benchmarks read every text
+    /// cold.
+    pub fn with_message_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| cache::MessageCache::new(capacity));
+        self
     }
 
     /// Builds the engine from the rule packs embedded in the binary.
@@ -46,7 +57,19 @@ impl Engine {
 
     /// Assesses the user side of a conversation.
     pub fn classify(&self, messages: &[Message]) -> Assessment {
-        classify::classify(&self.rules, messages)
+        let Some(cache) = &self.cache else {
+            return classify::classify(&self.rules, messages);
+        };
+        classify::classify_with(&self.rules, messages, |text| {
+            let key = cache.key(text);
+            if let Some(hits) = cache.get(&key) {
+                return hits;
+            }
+            let hits: std::sync::Arc<[classify::MessageHit]> =
+                classify::message_hits(&self.rules, text).into();
+            cache.insert(key, std::sync::Arc::clone(&hits));
+            hits
+        })
     }
 
     /// Checks a reply to the conversation assessed as `assessment` against the six criteria.
