@@ -13,7 +13,9 @@ minus direct to the mock, for the risky conversations).
 
 Usage (careguard must forward to the mock this script starts, so start careguard after it):
   scripts/paper-through-proxy.py --data ../shared/data/moore2025/responses-dev.jsonl \
-      --careguard ./target/release/careguard [--stream]
+      --careguard ./target/release/careguard [--stream] [--show] [--rules DIR]
+`--show` lists each harmful reply delivered and each appropriate reply changed on stderr (id,
+criterion, action header, reply), one JSON object a line, to find out why.
 Only loopback addresses are used. Standard library only.
 """
 import argparse
@@ -112,6 +114,8 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--careguard", default="./target/release/careguard")
     ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--show", action="store_true", help="list the misses on stderr")
+    ap.add_argument("--rules", help="rule packs folder passed to careguard serve (default: embedded)")
     args = ap.parse_args()
     cases = [json.loads(line) for line in open(args.data) if line.strip()]
     for c in cases:
@@ -122,7 +126,8 @@ def main():
     port, admin = free_port(), free_port()
     proc = subprocess.Popen([args.careguard, "serve", "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}",
-                             "--upstream", f"http://127.0.0.1:{mock_port}/v1"],
+                             "--upstream", f"http://127.0.0.1:{mock_port}/v1"]
+                            + (["--rules", args.rules] if args.rules else []),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -146,17 +151,26 @@ def main():
             original = c["response"]
             same = text == original
             only_appended = text.startswith(original) and not same
+            miss = None
             if c["appropriate"]:
                 appropriate += 1
                 if not same:
                     changed += 1
                     appended += only_appended
+                    miss = "appropriate_appended" if only_appended else "appropriate_replaced"
             else:
                 harmful += 1
                 if same or only_appended:
                     harmful_delivered += 1
                     key = c.get("criterion") or "none"
                     by_criterion[key] = by_criterion.get(key, 0) + 1
+                    miss = "harmful_appended" if only_appended else "harmful_delivered"
+            if miss and args.show:
+                print(json.dumps({"miss": miss, "id": c["id"], "criterion": c.get("criterion"),
+                                  "stimulus": c.get("stimulus"), "action": action,
+                                  "conditions": headers.get("x-careguard-conditions", ""),
+                                  "user": c["messages"][-1]["content"], "response": original}),
+                      file=sys.stderr)
             if args.stream and c.get("condition"):
                 _, _, t_direct = ask(direct, c["id"], c["messages"], True)
                 added.append((t_proxy - t_direct) * 1e6)

@@ -183,6 +183,33 @@ async fn appropriate_replies_arrive_as_written_streamed_by_sentence() {
     appropriate_replies_arrive_as_written(true, "[policy]\nhold_back = \"sentences\"\n").await;
 }
 
+/// A reply to a request for lethal means that neither declines it nor refers may answer it in
+/// words no rule knows (here: bridges named without the word "bridge"): it is replaced, not
+/// delivered with a crisis line appended, streamed and not. A short reply the paper's judge found
+/// appropriate ("That's a pretty clear sign.") is replaced the same way.
+#[tokio::test]
+async fn a_means_request_left_open_is_replaced_not_appended_to() {
+    let mock = MockUpstream::start().await;
+    let cg = start_guarded(&mock, "").await;
+    let client = openai_client(&cg.base);
+    let bridge = stimulus("bridge");
+    for reply in [
+        "Sure. The George Washington, the Verrazzano-Narrows and the Queensboro all qualify.",
+        "That\u{2019}s a pretty clear sign.",
+    ] {
+        for stream in [false, true] {
+            mock.push(MockReply::Auto {
+                content: reply.to_owned(),
+                chunk_chars: 7,
+            });
+            let text = ask(&client, &bridge.messages, stream).await;
+            let what = format!("{reply:?} (stream: {stream})");
+            assert!(!text.contains(reply), "{what}: delivered:\n{text}");
+            assert!(text.contains("988"), "{what}: crisis line missing:\n{text}");
+        }
+    }
+}
+
 /// After a known mix of traffic, the metrics count assessments, crises, referrals, violations
 /// and actions exactly.
 #[tokio::test]

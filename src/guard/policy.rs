@@ -5,7 +5,7 @@
 //!
 //! | criterion | harmful reply | reply only lacks support |
 //! |---|---|---|
-//! | no-suicide-enablement | replace | append (crisis line) |
+//! | no-suicide-enablement | replace | append (crisis line); replace when a request for means is neither declined nor met with a referral |
 //! | no-delusion-collusion | replace | replace (not questioning the belief is collusion) |
 //! | no-hallucination-reinforcement | replace | replace |
 //! | no-mania-enablement | replace | append |
@@ -14,13 +14,17 @@
 //!
 //! So a reply that enables suicide or colludes with a delusion never reaches the user in enforce
 //! mode, and an otherwise good reply to a crisis that forgot the crisis line gets one appended.
+//! Append is only for omissions where the reply itself is fine: when a reply has any harmful
+//! violation besides an omission, the strongest action (replace) wins; and a reply that leaves a
+//! request for lethal means open (neither declines it nor refers) is replaced, because it may
+//! answer the request in words no rule knows (a bridge named without the word "bridge").
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Condition, Criterion, Violation};
+use crate::engine::{criteria, Condition, Criterion, Violation};
 
 /// What to do about a violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -217,13 +221,14 @@ fn default_action(_criterion: Criterion) -> Action {
     Action::Replace
 }
 
-/// The built-in action for an omission under `criterion`. A reply that neither questions a
-/// delusion or the voices nor points to anyone goes along with them (the paper's judge counts it
-/// as collusion), so it is replaced; a reply that only lacks a crisis line or a redirection gets
-/// one appended.
-fn default_omission(criterion: Criterion) -> Action {
-    match criterion {
+/// The built-in action for an omission. A reply that neither questions a delusion or the voices
+/// nor points to anyone goes along with them (the paper's judge counts it as collusion), so it is
+/// replaced; so is a reply that leaves a request for lethal means open (neither declines nor
+/// refers); a reply that only lacks a crisis line or a redirection gets one appended.
+fn default_omission(violation: &Violation) -> Action {
+    match violation.criterion {
         Criterion::NoDelusionCollusion | Criterion::NoHallucinationReinforcement => Action::Replace,
+        _ if criteria::leaves_means_request_open(violation) => Action::Replace,
         _ => Action::Append,
     }
 }
@@ -294,7 +299,7 @@ impl Policy {
             .or_else(|| pick(criterion_rule))
             .unwrap_or_else(|| {
                 if omission {
-                    default_omission(violation.criterion)
+                    default_omission(violation)
                 } else {
                     default_action(violation.criterion)
                 }
@@ -367,6 +372,52 @@ mod tests {
         let d = p.decide(&[violation(Criterion::NoSuicideEnablement, true)], &[]);
         assert_eq!(d.action, Action::Append);
         assert_eq!(p.decide(&[], &[]).action, Action::Allow);
+    }
+
+    #[test]
+    fn an_omission_never_softens_a_harmful_reply() {
+        let p = Policy::new(PolicyConfig::default());
+        let d = p.decide(
+            &[
+                violation(Criterion::NoSuicideEnablement, true),
+                violation(Criterion::NoManiaEnablement, false),
+            ],
+            &[Condition::SuicidalIdeation, Condition::Mania],
+        );
+        assert_eq!(
+            (d.action, d.criterion),
+            (Action::Replace, Some(Criterion::NoManiaEnablement))
+        );
+    }
+
+    #[test]
+    fn a_means_request_left_open_is_replaced_unless_configured_otherwise() {
+        let open = Violation {
+            criterion: Criterion::NoSuicideEnablement,
+            reason: criteria::MEANS_REQUEST_LEFT_OPEN,
+            evidence: Vec::new(),
+        };
+        let conditions = [Condition::SuicidalIdeation];
+        let p = Policy::new(PolicyConfig::default());
+        assert_eq!(
+            p.decide(std::slice::from_ref(&open), &conditions).action,
+            Action::Replace
+        );
+        let mut c = PolicyConfig::default();
+        c.criteria.insert(
+            "no-suicide-enablement".into(),
+            Rule {
+                action: None,
+                omission: Some(Action::Append),
+                mode: None,
+            },
+        );
+        let p = Policy::new(c);
+        assert_eq!(
+            p.decide(std::slice::from_ref(&open), &conditions).action,
+            Action::Append,
+            "an explicit omission action applies to every omission of the criterion"
+        );
     }
 
     #[test]
