@@ -10,7 +10,7 @@
 //! literals' occurrences, not on the whole text (see [`Matcher::run_windows`]); on long texts
 //! with many candidates this is most of the engine's work saved.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 use regex_automata::{meta, Input};
 
@@ -138,8 +138,11 @@ impl Matcher {
             None
         } else {
             Some(
+                // A DFA: the overlapping pass over every term and literal is one table lookup a
+                // byte (the default, an NFA, follows failure links).
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&needles)
                     .map_err(|e| e.to_string())?,
             )
