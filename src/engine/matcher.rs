@@ -5,9 +5,14 @@
 //! its core alone: a leading subject-and-gap prefix makes a many-pattern DFA explode (each word
 //! of every text starts a partial match), while cores are rare words. Where a core matches, the
 //! full pattern is run on a window of [`PREFIX_WINDOW`] bytes before it to confirm the prefix.
+//!
+//! A candidate pattern whose matches have a bounded length runs only on windows around its
+//! literals' occurrences, not on the whole text (see [`Matcher::run_windows`]); on long texts
+//! with many candidates this is most of the engine's work saved.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
+use regex_automata::{meta, Input};
 
 use super::pack::build_regex;
 use super::prefilter::required_literals;
@@ -34,8 +39,13 @@ pub const PREFIX_WINDOW: usize = 200;
 #[derive(Debug)]
 struct Pattern {
     rule: usize,
-    scan: Regex,
+    /// Built exactly as `regex::bytes::Regex` builds it, so it matches the same; `meta` lets a
+    /// search be bounded to a span.
+    scan: meta::Regex,
     full: Option<Regex>,
+    /// The longest match `scan` can have, when bounded and the pattern has required literals:
+    /// its matches then lie within that many bytes of one of them.
+    max_len: Option<usize>,
 }
 
 /// The compiled patterns and terms of one side (user or reply).
@@ -65,7 +75,7 @@ impl Matcher {
     /// Compiles `(rule index, pattern)` and `(rule index, term)` lists.
     pub fn new(patterns: &[(usize, String)], terms: &[(usize, String)]) -> Result<Self, String> {
         let scanned: Vec<String> = patterns.iter().map(|(_, p)| scan_form(p)).collect();
-        let compiled = patterns
+        let mut compiled = patterns
             .iter()
             .zip(&scanned)
             .map(|((rule, p), scan)| {
@@ -74,10 +84,13 @@ impl Matcher {
                 } else {
                     None
                 };
+                // Reports the error the way `regex` words it.
+                build_regex(scan).map_err(|e| format!("{e} (core of {p:?})"))?;
                 Ok(Pattern {
                     rule: *rule,
-                    scan: build_regex(scan).map_err(|e| format!("{e} (core of {p:?})"))?,
+                    scan: build_meta(scan).map_err(|e| format!("{e} (core of {p:?})"))?,
                     full,
+                    max_len: max_len(scan),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -100,6 +113,10 @@ impl Matcher {
                 None => rest.push(index),
             }
         }
+        // Without required literals there are no windows: such patterns search the whole text.
+        for &index in &rest {
+            compiled[index].max_len = None;
+        }
         let rest_set = if rest.is_empty() {
             None
         } else {
@@ -121,8 +138,11 @@ impl Matcher {
             None
         } else {
             Some(
+                // A DFA: the overlapping pass over every term and literal is one table lookup a
+                // byte (the default, an NFA, follows failure links).
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&needles)
                     .map_err(|e| e.to_string())?,
             )
@@ -142,6 +162,9 @@ impl Matcher {
         let bytes = text.as_bytes();
         let mut candidates = vec![0u64; self.patterns.len().div_ceil(64)];
         let mark = |c: &mut [u64], i: usize| c[i / 64] |= 1 << (i % 64);
+        // For bounded patterns, the windows their literals' occurrences allow: (pattern, start,
+        // end), a match of the pattern lying inside one of them.
+        let mut windows: Vec<(u32, u32, u32)> = Vec::new();
         let terms_from = out.len();
         let mut term_hits = 0;
         if let Some(ac) = &self.automaton {
@@ -151,6 +174,13 @@ impl Matcher {
                 if id >= terms {
                     for &p in &self.literal_patterns[id - terms] {
                         mark(&mut candidates, p as usize);
+                        if let Some(len) = self.patterns[p as usize].max_len {
+                            windows.push((
+                                p,
+                                m.end().saturating_sub(len) as u32,
+                                (m.start() + len).min(bytes.len()) as u32,
+                            ));
+                        }
                     }
                 } else if boundary(bytes, m.start()) && boundary(bytes, m.end()) {
                     out.push(Hit {
@@ -168,43 +198,131 @@ impl Matcher {
                 mark(&mut candidates, self.rest_patterns[i]);
             }
         }
+        windows.sort_unstable();
         // Term hits were found first but come after the pattern hits.
         let mut terms_found: Vec<Hit> = out.drain(terms_from..terms_from + term_hits).collect();
+        let mut next_window = 0;
         for (word, &bits) in candidates.iter().enumerate() {
             let mut bits = bits;
             while bits != 0 {
                 let index = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.run(index, bytes, out);
+                if self.patterns[index].max_len.is_some() {
+                    let from = next_window;
+                    while next_window < windows.len() && windows[next_window].0 as usize == index {
+                        next_window += 1;
+                    }
+                    self.run_windows(index, bytes, &windows[from..next_window], out);
+                } else {
+                    self.run(index, bytes, out);
+                }
             }
         }
         out.append(&mut terms_found);
     }
 
-    /// Runs one candidate pattern and appends its confirmed hits.
+    /// Runs one candidate pattern over the whole text and appends its confirmed hits.
     fn run(&self, index: usize, bytes: &[u8], out: &mut Vec<Hit>) {
         let pattern = &self.patterns[index];
         for m in pattern.scan.find_iter(bytes).take(MAX_SPANS_PER_PATTERN) {
-            match &pattern.full {
-                None => out.push(Hit {
-                    rule: pattern.rule,
-                    start: m.start(),
-                    end: m.end(),
-                    core: m.start(),
-                }),
-                Some(full) => {
-                    if let Some(hit) = confirm(full, bytes, m.start(), m.end())
-                        .or_else(|| confirm_plain(full, bytes, m.start(), m.end()))
-                    {
-                        out.push(Hit {
-                            rule: pattern.rule,
-                            ..hit
-                        });
-                    }
+            self.push(pattern, bytes, m.start(), m.end(), out);
+        }
+    }
+
+    /// [`Self::run`] for a pattern of bounded length, searching only the windows (sorted by
+    /// start) around its literals' occurrences, with the same result.
+    ///
+    /// Every match contains an occurrence of a required literal, so it lies within its window.
+    /// Overlapping windows are merged into regions; searching the regions in order, each from
+    /// the end of the previous match, finds the leftmost match first. Every match starting
+    /// where the leftmost one starts ends inside its window too, so the preferred one among
+    /// them is the one `find_iter` reports. Look-arounds see the bytes outside the region.
+    fn run_windows(
+        &self,
+        index: usize,
+        bytes: &[u8],
+        windows: &[(u32, u32, u32)],
+        out: &mut Vec<Hit>,
+    ) {
+        let pattern = &self.patterns[index];
+        let mut found = 0;
+        let mut at = 0usize;
+        let mut i = 0;
+        while i < windows.len() && found < MAX_SPANS_PER_PATTERN {
+            let start = windows[i].1 as usize;
+            let mut end = windows[i].2 as usize;
+            i += 1;
+            while i < windows.len() && windows[i].1 as usize <= end {
+                end = end.max(windows[i].2 as usize);
+                i += 1;
+            }
+            let mut from = start.max(at);
+            while from < end && found < MAX_SPANS_PER_PATTERN {
+                let Some(m) = pattern.scan.search(&Input::new(bytes).range(from..end)) else {
+                    break;
+                };
+                self.push(pattern, bytes, m.start(), m.end(), out);
+                found += 1;
+                // Matches hold a literal, so they are never empty.
+                at = m.end().max(m.start() + 1);
+                from = at;
+            }
+        }
+    }
+
+    /// Appends the hit of a scan match at `[start, end)`, once the full pattern confirms it.
+    fn push(&self, pattern: &Pattern, bytes: &[u8], start: usize, end: usize, out: &mut Vec<Hit>) {
+        match &pattern.full {
+            None => out.push(Hit {
+                rule: pattern.rule,
+                start,
+                end,
+                core: start,
+            }),
+            Some(full) => {
+                if let Some(hit) = confirm(full, bytes, start, end)
+                    .or_else(|| confirm_plain(full, bytes, start, end))
+                {
+                    out.push(Hit {
+                        rule: pattern.rule,
+                        ..hit
+                    });
                 }
             }
         }
     }
+}
+
+/// Builds `pattern` as [`build_regex`] does, as the `meta` regex underneath.
+fn build_meta(pattern: &str) -> Result<meta::Regex, String> {
+    let limit = super::pack::REGEX_SIZE_LIMIT;
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .nfa_size_limit(Some(limit))
+                .hybrid_cache_capacity(limit)
+                .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                .utf8_empty(false),
+        )
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// The longest match of `pattern`, if bounded.
+fn max_len(pattern: &str) -> Option<usize> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?
+        .properties()
+        .maximum_len()
 }
 
 fn is_word(b: u8) -> bool {
@@ -435,8 +553,14 @@ mod tests {
             seed
         };
         let mut hits_seen = 0;
-        for _ in 0..2000 {
-            let n = 1 + (next() % 12) as usize;
+        for round in 0..2000 {
+            // Short texts, and long ones where windows around literals matter (several
+            // regions, more than MAX_SPANS_PER_PATTERN matches).
+            let n = if round % 2 == 0 {
+                1 + (next() % 12) as usize
+            } else {
+                20 + (next() % 80) as usize
+            };
             let text = (0..n)
                 .map(|_| words[(next() % words.len() as u64) as usize])
                 .collect::<Vec<_>>()

@@ -412,7 +412,7 @@ type Compiled = (
 );
 
 /// Size limit for one compiled pattern and for each regex set; generous but bounded on purpose.
-const REGEX_SIZE_LIMIT: usize = 32 << 20;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 32 << 20;
 
 pub(crate) fn build_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(pattern)
