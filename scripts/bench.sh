@@ -10,8 +10,11 @@
 #   CAREGUARD_LISTEN     careguard's main listener   (default 127.0.0.1:8080)
 #   CAREGUARD_ADMIN      careguard's admin listener  (default 127.0.0.1:9090)
 #   MOCK_PORT            the harness mock's port     (default 18000)
-#   CAREGUARD_WORKERS    tokio worker threads (default: one per core; on this 2-core box, where
-#                        load generator and mock share the cores, 1 gives more throughput)
+#   CAREGUARD_WORKERS    threads serving requests (`serve --workers`; default: `[server] workers`,
+#                        i.e. one per core; on a 2-core box, where load generator and mock share
+#                        the cores, 1 gives more throughput)
+#   CAREGUARD_GUARD=none the proxy alone, with the pass-through guard (examples/passthrough.rs):
+#                        what the proxy path costs without the engine
 # Results: /tmp/bench/results/results.md (harness output) plus careguard's idle RSS printed here.
 set -euo pipefail
 
@@ -32,12 +35,19 @@ for arg in "$@"; do
     if [[ "$arg" == "--targets" ]]; then TARGETS_ARGS=(); fi
 done
 
-cargo build --release --manifest-path "$ROOT/Cargo.toml"
-
-if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
-"$ROOT/target/release/careguard" serve \
-    --listen "$LISTEN" --admin-listen "$ADMIN" \
-    --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
+if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" --example passthrough
+    if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
+    "$ROOT/target/release/examples/passthrough" "$LISTEN" "$ADMIN" \
+        "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
+else
+    cargo build --release --manifest-path "$ROOT/Cargo.toml"
+    WORKERS_ARGS=()
+    if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then WORKERS_ARGS=(--workers "$CAREGUARD_WORKERS"); fi
+    "$ROOT/target/release/careguard" serve "${WORKERS_ARGS[@]}" \
+        --listen "$LISTEN" --admin-listen "$ADMIN" \
+        --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
+fi
 PID=$!
 cleanup() {
     kill -TERM "$PID" 2>/dev/null || true

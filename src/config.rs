@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// How long in-flight requests may run after SIGTERM before the process exits.
     pub drain_timeout_ms: u64,
+    /// Threads serving requests; 0: `TOKIO_WORKER_THREADS`, else one per CPU core. 1 runs
+    /// everything on one thread (best where load generators or other services share few cores).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             drain_timeout_ms: 30_000,
+            workers: 0,
         }
     }
 }

@@ -23,6 +23,13 @@ pub trait Guard: Send + Sync + 'static {
     /// Sees a parsed chat request before it goes upstream and decides what happens to it.
     fn on_request(&self, request: &mut ChatRequest<'_>) -> RequestOutcome;
 
+    /// Whether [`Guard::on_request`] reads [`ChatRequest::body`]. When false the proxy only checks
+    /// that the body is JSON with a `messages` array, hands the hook `null` as the body (an edit is
+    /// ignored) and forwards the client's bytes without building a JSON tree.
+    fn reads_request_body(&self) -> bool {
+        true
+    }
+
     /// Sees a whole upstream `chat.completion` (only when the request outcome asked to inspect).
     fn on_response(&self, exchange: &mut ResponseExchange<'_>) -> ResponseAction {
         let _ = exchange;
@@ -49,6 +56,10 @@ pub struct PassThrough;
 impl Guard for PassThrough {
     fn on_request(&self, _request: &mut ChatRequest<'_>) -> RequestOutcome {
         RequestOutcome::forward()
+    }
+
+    fn reads_request_body(&self) -> bool {
+        false
     }
 }
 
@@ -271,21 +282,57 @@ impl ChunkMeta {
     }
 }
 
-/// One parsed upstream SSE event as the stream hook sees it.
+/// One upstream SSE event as the stream hook sees it.
+///
+/// The proxy reads only what every event needs (the assistant text, whether it carries usage);
+/// the full JSON tree is built on the first call to [`StreamEvent::json`].
 #[derive(Debug)]
 pub struct StreamEvent<'a> {
     /// The event's bytes exactly as the upstream sent them (forwarded untouched on `Forward`).
     pub raw: &'a [u8],
-    /// The parsed `data` payload (a `chat.completion.chunk`, or an upstream `{"error":...}`).
-    pub json: &'a Value,
     /// Identity of this stream, for building replacement chunks.
     pub meta: &'a ChunkMeta,
+    payload: &'a [u8],
+    content: Option<&'a str>,
+    usage: bool,
+    json: std::cell::OnceCell<Value>,
 }
 
-impl StreamEvent<'_> {
+impl<'a> StreamEvent<'a> {
+    /// An event whose `data` payload is `payload` (valid JSON), with its assistant text
+    /// (`choices[0].delta.content`) and whether it carries a non-null `usage`, as read by the proxy.
+    pub fn new(
+        raw: &'a [u8],
+        payload: &'a [u8],
+        content: Option<&'a str>,
+        usage: bool,
+        meta: &'a ChunkMeta,
+    ) -> Self {
+        Self {
+            raw,
+            meta,
+            payload,
+            content,
+            usage,
+            json: std::cell::OnceCell::new(),
+        }
+    }
+
     /// The assistant text in this chunk (`choices[0].delta.content`), if any.
     pub fn content(&self) -> Option<&str> {
-        delta_content(self.json)
+        self.content
+    }
+
+    /// Whether the chunk carries a non-null `usage` (the upstream's usage chunk).
+    pub fn has_usage(&self) -> bool {
+        self.usage
+    }
+
+    /// The parsed `data` payload (a `chat.completion.chunk`, or an upstream `{"error":...}`),
+    /// parsed on first use.
+    pub fn json(&self) -> &Value {
+        self.json
+            .get_or_init(|| serde_json::from_slice(self.payload).unwrap_or(Value::Null))
     }
 }
 
@@ -356,6 +403,17 @@ pub enum EndAction {
 pub trait StreamGuard: Send {
     /// Decides about one upstream event.
     fn on_event(&mut self, state: &mut HookState, event: &StreamEvent<'_>) -> StreamAction;
+
+    /// Called when the events that arrived together have all been seen by
+    /// [`StreamGuard::on_event`] and some are held, before what is ready goes to the client: the
+    /// place to check a batch of events at once instead of one by one. The proxy calls it at
+    /// least every 16 KiB of upstream events. `Forward` releases every held event, `HoldWindow`
+    /// the oldest ones down to `keep`, `Emit` and `Replace` act as in `on_event`; `Hold` and
+    /// `Drop` keep what is held (the default).
+    fn on_flush(&mut self, state: &mut HookState, meta: &ChunkMeta) -> StreamAction {
+        let _ = (state, meta);
+        StreamAction::Hold
+    }
 
     /// Called once when the upstream stream ends (not after a `Replace`). The proxy then sends
     /// an error event if the upstream failed, and always `data: [DONE]`.

@@ -329,6 +329,10 @@ impl StreamGuard for RoutedStream {
         self.inner.on_event(inner_state(state), event)
     }
 
+    fn on_flush(&mut self, state: &mut HookState, meta: &ChunkMeta) -> StreamAction {
+        self.inner.on_flush(inner_state(state), meta)
+    }
+
     fn on_end(&mut self, state: &mut HookState, end: StreamEnd, meta: &ChunkMeta) -> EndAction {
         self.inner.on_end(inner_state(state), end, meta)
     }

@@ -123,6 +123,29 @@ pub fn resolve_upstream(config: &Config) -> String {
         .unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned())
 }
 
+/// The runtime `serve` runs on: `workers` threads (`[server] workers`); 1 is a single-threaded
+/// runtime (no hand-offs between threads), 0 leaves the count to tokio (`TOKIO_WORKER_THREADS`,
+/// else one per core).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        0 => std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 1 {
+            b.worker_threads(workers);
+        }
+        b
+    };
+    builder.enable_all().build()
+}
+
 /// Runs `careguard serve` until SIGTERM or ctrl-c, then drains and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let running = start(options).await?;

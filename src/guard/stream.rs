@@ -8,7 +8,9 @@
 //! - **Window** (other conversations, in enforce mode): events stream through, but the last
 //!   `stream_window_bytes` of reply text are held back so that every phrase is checked whole
 //!   before any byte of it is released. The role chunk goes at once, so time to first byte is
-//!   the upstream's. A violation stops forwarding and the rest is replaced by a correction.
+//!   the upstream's. The window is checked once per batch of events that arrived together
+//!   ([`StreamGuard::on_flush`]), not once per event. A violation stops forwarding and the rest
+//!   is replaced by a correction.
 //! - **Observe** (everything in shadow mode): events pass untouched; the whole reply is checked
 //!   at the end and the would-be action recorded.
 //!
@@ -243,8 +245,8 @@ impl StreamGuard for ReplyStream {
         if self.finished {
             return StreamAction::Drop;
         }
-        if event.json.get("usage").is_some_and(|u| !u.is_null()) {
-            self.usage = Some(event.json.clone());
+        if event.has_usage() {
+            self.usage = Some(event.json().clone());
         }
         let content = event.content().unwrap_or_default();
         self.text.push_str(content);
@@ -291,35 +293,41 @@ impl StreamGuard for ReplyStream {
                 if content.is_empty() && self.held.is_empty() {
                     return StreamAction::Forward;
                 }
+                // Checked in `on_flush`, once per batch of events that arrived together.
                 self.held.push(self.text.len());
-                // Check a bounded window: the held text plus a margin of released text before it.
-                let from = self.released.saturating_sub(self.window);
-                let mut from = from;
-                while !self.text.is_char_boundary(from) {
-                    from -= 1;
-                }
-                let window_text = self.text[from..].to_string();
-                let Some(exchange) = state.downcast_mut::<ExchangeState>() else {
-                    return StreamAction::Forward;
-                };
-                let violations = self.inner.check(&exchange.assessment, &window_text);
-                if !violations.is_empty() {
-                    if let Some(chunks) = self.verdict(exchange, event.meta, false) {
-                        return StreamAction::Replace(chunks);
-                    }
-                }
-                // Release every held event that ends at least `window` bytes before the end.
-                let safe_upto = self.text.len().saturating_sub(self.window);
-                let n = self
-                    .held
-                    .iter()
-                    .take_while(|&&end| end <= safe_upto)
-                    .count();
-                self.release(n);
-                StreamAction::HoldWindow {
-                    keep: self.held.len(),
-                }
+                StreamAction::Hold
             }
+        }
+    }
+
+    fn on_flush(&mut self, state: &mut HookState, meta: &ChunkMeta) -> StreamAction {
+        if self.finished || self.kind != Kind::Window || self.held.is_empty() {
+            return StreamAction::Hold;
+        }
+        let Some(exchange) = state.downcast_mut::<ExchangeState>() else {
+            return StreamAction::Forward;
+        };
+        // Check a bounded window: the held text plus a margin of released text before it.
+        let mut from = self.released.saturating_sub(self.window);
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let violations = self.inner.check(&exchange.assessment, &self.text[from..]);
+        if !violations.is_empty() {
+            if let Some(chunks) = self.verdict(exchange, meta, false) {
+                return StreamAction::Replace(chunks);
+            }
+        }
+        // Release every held event that ends at least `window` bytes before the end.
+        let safe_upto = self.text.len().saturating_sub(self.window);
+        let n = self
+            .held
+            .iter()
+            .take_while(|&&end| end <= safe_upto)
+            .count();
+        self.release(n);
+        StreamAction::HoldWindow {
+            keep: self.held.len(),
         }
     }
 

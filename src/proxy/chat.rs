@@ -177,11 +177,24 @@ async fn run(
     started: Instant,
 ) -> Result<Response<ResBody>, ProxyError> {
     let bytes = read_limited(&parts, body, shared.proxy.max_body_bytes).await?;
-    let mut value: Value = serde_json::from_slice(&bytes).map_err(ProxyError::InvalidJson)?;
-    if !value.get("messages").is_some_and(Value::is_array) {
+    let shape = if shared.guard.reads_request_body() {
+        None
+    } else {
+        RequestShape::read(&bytes)
+    };
+    let (mut value, stream) = match shape {
+        Some(shape) => (Value::Null, shape.stream),
+        None => {
+            let value: Value = serde_json::from_slice(&bytes).map_err(ProxyError::InvalidJson)?;
+            let stream = value.get("stream").and_then(Value::as_bool) == Some(true);
+            (value, stream)
+        }
+    };
+    if shape.is_some_and(|s| !s.messages)
+        || (shape.is_none() && !value.get("messages").is_some_and(Value::is_array))
+    {
         return Err(ProxyError::MissingMessages);
     }
-    let stream = value.get("stream").and_then(Value::as_bool) == Some(true);
     let ex = slot.as_mut().expect("exchange present");
     let outcome = shared.guard.on_request(&mut ChatRequest {
         request_id: &ex.request_id,
@@ -196,6 +209,7 @@ async fn run(
     *extra = outcome.response_headers;
     let send = match outcome.action {
         RequestAction::Forward => bytes,
+        RequestAction::ForwardEdited if shape.is_some() => bytes,
         RequestAction::ForwardEdited => Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
         RequestAction::Respond(Reply::Error(e)) => return Err(ProxyError::Guard(e)),
         RequestAction::Respond(Reply::Completion(completion)) => {
@@ -369,6 +383,37 @@ async fn run(
     }
 }
 
+/// What the proxy needs from a request body when the guard does not read it.
+#[derive(Debug, Clone, Copy)]
+struct RequestShape {
+    /// `messages` is an array.
+    messages: bool,
+    /// `stream` is `true`.
+    stream: bool,
+}
+
+impl RequestShape {
+    /// Reads a JSON object without building a tree; `None` when it is not a plain object (not
+    /// JSON, duplicate keys...): the caller then parses it fully, with the full errors.
+    fn read(bytes: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Repr<'a> {
+            #[serde(default, borrow)]
+            messages: Option<&'a serde_json::value::RawValue>,
+            #[serde(default, borrow)]
+            stream: Option<&'a serde_json::value::RawValue>,
+        }
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let repr: Repr<'_> = serde_json::from_slice(bytes).ok()?;
+        Some(Self {
+            messages: repr.messages.is_some_and(|m| m.get().starts_with('[')),
+            stream: repr.stream.is_some_and(|s| s.get() == "true"),
+        })
+    }
+}
+
 /// One non-streaming upstream call for a re-ask: the reply's bytes and parsed JSON.
 pub(crate) async fn call_json(
     shared: Arc<Shared>,
@@ -402,4 +447,40 @@ pub(crate) fn build_request(
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_shape_agrees_with_the_full_parse() {
+        let cases: &[&str] = &[
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            r#"{"messages":[],"stream":false}"#,
+            r#"{"messages":{"role":"user"}}"#,
+            r#"{"messages":null,"stream":true}"#,
+            r#"{"stream":"true","messages":[1]}"#,
+            r#" {"messages" : [ ] , "stream" : true } "#,
+            r#"{"messages":[],"messages":{}}"#,
+            r#"[{"messages":[]}]"#,
+            r#"{"messages":[] "#,
+        ];
+        for case in cases {
+            let full: Option<Value> = serde_json::from_slice(case.as_bytes()).ok();
+            match RequestShape::read(case.as_bytes()) {
+                Some(shape) => {
+                    let v = full.expect("the shape reads valid JSON only");
+                    assert_eq!(shape.messages, v["messages"].is_array(), "{case}");
+                    assert_eq!(shape.stream, v["stream"].as_bool() == Some(true), "{case}");
+                }
+                // Not an object, not JSON, or duplicate keys: the full parse decides.
+                None => assert!(
+                    full.as_ref().is_none_or(|v| !v.is_object())
+                        || case.matches("messages").count() > 1,
+                    "{case}"
+                ),
+            }
+        }
+    }
 }

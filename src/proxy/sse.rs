@@ -1,7 +1,11 @@
 //! Server-Sent Events: splitting an upstream byte stream into events without copying, reading an
 //! event's `data`, and encoding careguard's own events.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The `data: [DONE]` terminator careguard always ends a stream with.
@@ -76,6 +80,101 @@ pub fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     found
 }
 
+/// What the proxy reads from one `data` payload without building a JSON tree:
+/// `choices[0].delta.content`, whether `usage` is non-null, and the stream's identity.
+#[derive(Debug, Default)]
+pub struct ChunkView<'a> {
+    /// `choices[0].delta.content`.
+    pub content: Option<Cow<'a, str>>,
+    /// Whether `usage` is present and not null.
+    pub usage: bool,
+    id: Option<Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
+    created: Option<u64>,
+    system_fingerprint: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkRepr<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    system_fingerprint: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoiceRepr<'a>>>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceRepr<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaRepr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaRepr<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    content: Option<Cow<'a, str>>,
+}
+
+/// A string or null, borrowed from the input unless it has escapes.
+fn opt_cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+}
+
+impl<'a> ChunkView<'a> {
+    /// Reads a `data` payload; an error means it is not valid JSON. Fields of an unexpected type
+    /// (or a payload that is not an object) read as absent, as `Value` accessors would.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
+        // A derived struct would also read a JSON array, field by field: objects only.
+        let object = payload.trim_ascii_start().first() == Some(&b'{');
+        match serde_json::from_slice::<ChunkRepr<'a>>(if object { payload } else { b"!" }) {
+            Ok(c) => Ok(Self {
+                content: c
+                    .choices
+                    .and_then(|c| c.into_iter().next())
+                    .and_then(|c| c.delta)
+                    .and_then(|d| d.content),
+                usage: c.usage.is_some(),
+                id: c.id,
+                model: c.model,
+                created: c.created,
+                system_fingerprint: c.system_fingerprint,
+            }),
+            // Valid JSON of an unusual shape (or duplicate keys): read it the slow way.
+            Err(_) => {
+                let v: Value = serde_json::from_slice(payload)?;
+                let owned = |v: &Value| v.as_str().map(|s| Cow::Owned(s.to_owned()));
+                Ok(Self {
+                    content: crate::hooks::delta_content(&v).map(|s| Cow::Owned(s.to_owned())),
+                    usage: v.get("usage").is_some_and(|u| !u.is_null()),
+                    id: owned(&v["id"]),
+                    model: owned(&v["model"]),
+                    created: v["created"].as_u64(),
+                    system_fingerprint: owned(&v["system_fingerprint"]),
+                })
+            }
+        }
+    }
+
+    /// The stream identity carried by this chunk.
+    pub fn meta(&self) -> crate::hooks::ChunkMeta {
+        crate::hooks::ChunkMeta {
+            id: self.id.as_deref().unwrap_or_default().to_owned(),
+            model: self.model.as_deref().unwrap_or_default().to_owned(),
+            created: self.created.unwrap_or(0),
+            system_fingerprint: self.system_fingerprint.as_deref().map(str::to_owned),
+        }
+    }
+}
+
 /// Encodes a JSON value as one `data:` event.
 pub fn encode(value: &Value) -> Bytes {
     let mut out = Vec::with_capacity(256);
@@ -127,6 +226,35 @@ mod tests {
         assert_eq!(data_of(b"data:x\ndata: y\n\n").unwrap().as_ref(), b"x\ny");
         assert!(data_of(b": comment\n\n").is_none());
         assert!(data_of(b"database: 1\n\n").is_none());
+    }
+
+    #[test]
+    fn chunk_view_reads_what_value_reads() {
+        let cases: &[&[u8]] = &[
+            br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"a\nb \u00e9"},"finish_reason":null}]}"#,
+            br#"{"id":"c1","choices":[{"delta":{"role":"assistant","content":""}}],"usage":null}"#,
+            br#"{"id":"c1","choices":[],"usage":{"total_tokens":3}}"#,
+            br#"{"choices":[{"delta":{"content":5}}],"created":-1,"model":null}"#,
+            br#"{"id":"a","id":"b","choices":[{"delta":{"content":"x"}},{"delta":{"content":"y"}}]}"#,
+            br#"{"error":{"message":"boom"}}"#,
+            br#"[1,2]"#,
+            br#"["a","b"]"#,
+            br#""text""#,
+        ];
+        for case in cases {
+            let v: Value = serde_json::from_slice(case).unwrap();
+            let view = ChunkView::parse(case).unwrap();
+            assert_eq!(view.content.as_deref(), crate::hooks::delta_content(&v));
+            assert_eq!(view.usage, v.get("usage").is_some_and(|u| !u.is_null()));
+            let meta = view.meta();
+            assert_eq!(meta.id, v["id"].as_str().unwrap_or_default());
+            assert_eq!(meta.model, v["model"].as_str().unwrap_or_default());
+            assert_eq!(meta.created, v["created"].as_u64().unwrap_or(0));
+        }
+        assert!(ChunkView::parse(b"{\"choices\": [").is_err());
+        assert!(ChunkView::parse(b"{} x").is_err());
+        let borrowed = ChunkView::parse(br#"{"choices":[{"delta":{"content":"plain"}}]}"#).unwrap();
+        assert!(matches!(borrowed.content, Some(Cow::Borrowed("plain"))));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! this body, which drops the upstream response and closes that connection (the cancel). The
 //! exchange summary is written on completion or, for a disconnect, from `Drop`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
@@ -71,6 +72,8 @@ pub struct GuardedSse {
     last_frame: Instant,
     /// Whether this body already yielded once waiting for more buffered upstream data.
     yielded: u8,
+    /// Bytes of events the stream guard has seen since its last `on_flush`.
+    unflushed: usize,
 }
 
 impl GuardedSse {
@@ -104,6 +107,7 @@ impl GuardedSse {
             tail: Vec::new(),
             last_frame: Instant::now(),
             yielded: 0,
+            unflushed: 0,
         };
         body.on_upstream(first);
         body
@@ -139,6 +143,7 @@ impl GuardedSse {
             tail: Vec::new(),
             last_frame: Instant::now(),
             yielded: 0,
+            unflushed: 0,
         }
     }
 
@@ -226,24 +231,31 @@ impl GuardedSse {
                 push_run(&mut run, r, &src, &mut self.out);
                 continue;
             }
-            let Ok(json) = serde_json::from_slice::<Value>(&payload) else {
+            let Ok(view) = sse::ChunkView::parse(&payload) else {
                 flush(&mut run, &src, &mut self.out);
                 self.fail(UpstreamErrorKind::Malformed);
                 continue;
             };
-            let meta = self.meta.get_or_insert_with(|| meta_of(&json));
-            let content = delta_content(&json).map(str::to_owned);
+            let meta = self.meta.get_or_insert_with(|| view.meta());
             let action = match self.guard.as_mut() {
                 None => StreamAction::Forward,
                 Some(guard) => {
                     let exchange = self.exchange.as_mut().expect("live");
-                    let event = StreamEvent {
-                        raw: event,
-                        json: &json,
+                    let event = StreamEvent::new(
+                        event,
+                        &payload,
+                        view.content.as_deref(),
+                        view.usage,
                         meta,
-                    };
+                    );
+                    self.unflushed += event.raw.len();
                     guard.on_event(&mut exchange.state, &event)
                 }
+            };
+            let content = if inspect {
+                view.content.map(Cow::into_owned)
+            } else {
+                None
             };
             match action {
                 StreamAction::Forward => {
@@ -285,6 +297,47 @@ impl GuardedSse {
         }
         flush(&mut run, &src, &mut self.out);
         self.ranges = ranges;
+    }
+
+    /// Lets the stream guard decide about the events held so far, all at once (see
+    /// [`StreamGuard::on_flush`]); called before what is ready goes to the client.
+    fn checkpoint(&mut self) {
+        if self.unflushed == 0 {
+            return;
+        }
+        self.unflushed = 0;
+        if self.phase != Phase::Streaming || self.held.is_empty() {
+            return;
+        }
+        let Some(guard) = self.guard.as_mut() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let meta = self.meta.get_or_insert_with(ChunkMeta::default);
+        let exchange = self.exchange.as_mut().expect("live");
+        match guard.on_flush(&mut exchange.state, meta) {
+            StreamAction::Forward => self.release_held(),
+            StreamAction::Hold | StreamAction::Drop => {}
+            StreamAction::HoldWindow { keep } => {
+                while self.held.len() > keep {
+                    let (bytes, text) = self.held.pop_front().expect("non-empty");
+                    self.deliver_text(text.as_deref());
+                    self.out.push_back(bytes);
+                }
+            }
+            StreamAction::Emit(chunks) => {
+                self.held.clear();
+                self.emit(&chunks);
+            }
+            StreamAction::Replace(chunks) => {
+                self.held.clear();
+                self.emit(&chunks);
+                self.out.push_back(Bytes::from_static(sse::DONE));
+                self.upstream = None;
+                self.phase = Phase::Finished;
+            }
+        }
+        self.exchange().overhead += started.elapsed();
     }
 
     fn deliver_text(&mut self, text: Option<&str>) {
@@ -414,15 +467,6 @@ impl GuardedSse {
     }
 }
 
-fn meta_of(chunk: &Value) -> ChunkMeta {
-    ChunkMeta {
-        id: chunk["id"].as_str().unwrap_or_default().to_owned(),
-        model: chunk["model"].as_str().unwrap_or_default().to_owned(),
-        created: chunk["created"].as_u64().unwrap_or(0),
-        system_fingerprint: chunk["system_fingerprint"].as_str().map(str::to_owned),
-    }
-}
-
 /// Extends the current run of forwarded events with `r`, or starts a new one.
 fn push_run(
     run: &mut Option<Range<usize>>,
@@ -484,21 +528,28 @@ impl Body for GuardedSse {
                     }
                     this.last_frame = Instant::now();
                     this.on_upstream(frame);
+                    if this.unflushed >= COALESCE_LIMIT {
+                        this.checkpoint();
+                    }
                     if this.out_len() >= COALESCE_LIMIT {
                         return Poll::Ready(Some(Ok(Frame::data(this.take_out()))));
                     }
                 }
-                Poll::Pending if !this.out.is_empty() => {
+                Poll::Pending if !this.out.is_empty() || this.unflushed > 0 => {
                     // The upstream connection task hands over one chunk per wake-up. Yield once
                     // so it can pass on what is already buffered, and send everything that
-                    // arrived in one write instead of one write per event.
+                    // arrived in one write instead of one write per event (and let the stream
+                    // guard check it in one go).
                     if this.yielded < MAX_YIELDS {
                         this.yielded += 1;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
                     this.yielded = 0;
-                    return Poll::Ready(Some(Ok(Frame::data(this.take_out()))));
+                    this.checkpoint();
+                    if !this.out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(this.take_out()))));
+                    }
                 }
                 Poll::Pending => {
                     // The timer is reset lazily: only when it fires is the real deadline checked.
