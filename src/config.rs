@@ -700,6 +700,6 @@ mod tests {
 
     #[test]
     fn field_probe_lists_fields() {
-        assert_eq!(field_names::<RulesConfig>(), &["dir"]);
+        assert_eq!(field_names::<RulesConfig>(), &["dir", "message_cache"]);
     }
 }
