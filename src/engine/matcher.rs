@@ -138,11 +138,11 @@ impl Matcher {
             None
         } else {
             Some(
-                // A DFA: the overlapping pass over every term and literal is one table lookup a
-                // byte (the default, an NFA, follows failure links).
+                // A contiguous NFA: a full DFA made this pass ~10% faster but cost ~8 MB of idle
+                // RSS (38 -> 46.7 MB), against a 20 MB target; memory won.
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .build(&needles)
                     .map_err(|e| e.to_string())?,
             )
