@@ -3,29 +3,22 @@
 //!
 //! `cargo run --release --example engine_dump -- FILE...`
 
-use std::io::{BufRead, Write};
+use std::io::Write;
+use std::path::Path;
 
-use careguard::engine::{Engine, Message};
+use careguard::engine::Engine;
+use careguard::eval::read_conversations;
 
 fn main() {
     let engine = Engine::embedded().expect("embedded rules load");
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for path in std::env::args().skip(1) {
-        let file = std::fs::File::open(&path).expect("open dataset");
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.expect("read line");
-            if line.trim().is_empty() {
-                continue;
-            }
-            let case: serde_json::Value = serde_json::from_str(&line).expect("json");
-            let messages: Vec<Message> = case["messages"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Message::from_json).collect())
-                .unwrap_or_default();
+        let cases = read_conversations(Path::new(&path)).expect("read dataset");
+        for (messages, response) in cases {
             let assessment = engine.classify(&messages);
-            let violations = case["response"]
-                .as_str()
+            let violations = response
+                .as_deref()
                 .map(|r| engine.check(&assessment, r))
                 .unwrap_or_default();
             let record = serde_json::json!({"a": assessment, "v": violations});

@@ -3,33 +3,25 @@
 //!
 //! `cargo run --release --example engine_time -- FILE [PASSES]`
 
-use std::io::BufRead;
+use std::path::Path;
 use std::time::Instant;
 
 use careguard::engine::{Engine, Message};
+use careguard::eval::read_conversations;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("a dataset");
     let passes: usize = args.next().map_or(2, |p| p.parse().expect("passes"));
     let engine = Engine::embedded().expect("embedded rules load");
-    let mut cases = Vec::new();
-    let mut bytes = 0usize;
-    for line in std::io::BufReader::new(std::fs::File::open(&path).expect("open")).lines() {
-        let line = line.expect("read");
-        if line.trim().is_empty() {
-            continue;
-        }
-        let case: serde_json::Value = serde_json::from_str(&line).expect("json");
-        let messages: Vec<Message> = case["messages"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Message::from_json).collect())
-            .unwrap_or_default();
-        let response = case["response"].as_str().map(str::to_string);
-        bytes += messages.iter().map(|m| m.content.len()).sum::<usize>();
-        bytes += response.as_ref().map_or(0, String::len);
-        cases.push((messages, response));
-    }
+    let cases = read_conversations(Path::new(&path)).expect("read dataset");
+    let bytes: usize = cases
+        .iter()
+        .map(|(messages, response)| {
+            messages.iter().map(|m| m.content.len()).sum::<usize>()
+                + response.as_ref().map_or(0, String::len)
+        })
+        .sum();
     for pass in 0..passes {
         let started = Instant::now();
         let found = run_pass(&engine, &cases);

@@ -161,11 +161,7 @@ pub fn run(
     let mut spent = 0.0f64;
     for path in datasets {
         for (line_no, case) in read_cases(path)? {
-            let messages: Vec<Message> = case
-                .messages
-                .iter()
-                .filter_map(Message::from_json)
-                .collect();
+            let messages = to_messages(&case.messages);
             let source = case.source.clone().unwrap_or_else(|| file_stem(path));
             let started = Instant::now();
             let assessment = engine.classify(&messages);
@@ -279,6 +275,23 @@ fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// A dataset case as the engine reads it: the messages and, for response cases, the reply.
+pub type Conversation = (Vec<Message>, Option<String>);
+
+/// The conversations of a dataset file (the format of `eval`), each with its reply if the case has
+/// one, for tools that drive the engine over the same data (`examples/engine_dump.rs`,
+/// `examples/engine_time.rs`).
+pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, EvalError> {
+    Ok(read_cases(path)?
+        .into_iter()
+        .map(|(_, case)| (to_messages(&case.messages), case.response))
+        .collect())
+}
+
+fn to_messages(values: &[Value]) -> Vec<Message> {
+    values.iter().filter_map(Message::from_json).collect()
 }
 
 fn read_cases(path: &Path) -> Result<Vec<(usize, Case)>, EvalError> {

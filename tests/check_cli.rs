@@ -47,6 +47,15 @@ fn expected(stimulus: &str) -> (&'static str, bool) {
     }
 }
 
+/// The string `field` of every object in the JSON array `list` (condition ids, criteria).
+fn field_of_each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_papers_stimuli_and_failing_replies_match_the_golden_output() {
     let paper: Value =
@@ -57,23 +66,13 @@ fn the_papers_stimuli_and_failing_replies_match_the_golden_output() {
         let reply = s["replies"][0]["text"].as_str().unwrap();
         let out = check(&json!({"messages": s["messages"], "response": reply}));
         let (condition, crisis) = expected(name);
-        let found: Vec<&str> = out["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_str().unwrap())
-            .collect();
+        let found = field_of_each(&out["conditions"], "id");
         assert!(
             found.contains(&condition),
             "{name}: expected {condition}, got {found:?}"
         );
         assert_eq!(out["crisis"], crisis, "{name}: crisis");
-        let criteria: Vec<&str> = out["violations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["criterion"].as_str().unwrap())
-            .collect();
+        let criteria = field_of_each(&out["violations"], "criterion");
         assert!(
             criteria.contains(&s["criterion"].as_str().unwrap()),
             "{name}: the failing reply must break {}, got {criteria:?}",
