@@ -392,6 +392,9 @@ impl Reloader {
         let set = (self.build)(&config)?;
         let version = set.version.clone();
         self.live.swap(set);
+        // The old set is freed once the last request using it ends; what is free by now goes
+        // back to the system (see `crate::memory`).
+        crate::memory::release_free_heap();
         Ok(version)
     }
 

@@ -274,6 +274,8 @@ impl GuardBuilder {
         let version = rules.version().to_string();
         tracing::info!(version = %version, rules = rules.rules().len(), "rule packs loaded");
         let engine = Arc::new(Engine::new(rules).with_message_cache(config.rules.message_cache));
+        // What compiling the packs freed would otherwise stay resident (see `crate::memory`).
+        crate::memory::release_free_heap();
         let make =
             |policy: crate::guard::policy::PolicyConfig, tenant: Option<&str>| -> Arc<dyn Guard> {
                 let mut guard = CareGuard::new(

@@ -11,7 +11,8 @@
 //! with many candidates this is most of the engine's work saved.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::{meta, Input};
 
 use super::pack::build_regex;
@@ -39,10 +40,12 @@ pub const PREFIX_WINDOW: usize = 200;
 #[derive(Debug)]
 struct Pattern {
     rule: usize,
-    /// Built exactly as `regex::bytes::Regex` builds it, so it matches the same; `meta` lets a
-    /// search be bounded to a span.
+    /// Built as `regex::bytes::Regex` builds it (see [`build_meta`]), so it matches the same;
+    /// `meta` lets a search be bounded to a span.
     scan: meta::Regex,
-    full: Option<Regex>,
+    /// The whole pattern, when the scan runs only its core or a relaxed form (see
+    /// [`build_full`]).
+    full: Option<meta::Regex>,
     /// The longest match `scan` can have, when bounded and the pattern has required literals:
     /// its matches then lie within that many bytes of one of them.
     max_len: Option<usize>,
@@ -79,16 +82,15 @@ impl Matcher {
             .iter()
             .zip(&scanned)
             .map(|((rule, p), scan)| {
+                // An error is reported the way `regex` words it.
                 let full = if scan != p {
-                    Some(build_regex(p).map_err(|e| e.to_string())?)
+                    Some(build_full(p).map_err(|_| regex_error(p, None))?)
                 } else {
                     None
                 };
-                // Reports the error the way `regex` words it.
-                build_regex(scan).map_err(|e| format!("{e} (core of {p:?})"))?;
                 Ok(Pattern {
                     rule: *rule,
-                    scan: build_meta(scan).map_err(|e| format!("{e} (core of {p:?})"))?,
+                    scan: build_meta(scan).map_err(|_| regex_error(scan, Some(p)))?,
                     full,
                     max_len: max_len(scan),
                 })
@@ -293,22 +295,45 @@ impl Matcher {
     }
 }
 
-/// Builds `pattern` as [`build_regex`] does, as the `meta` regex underneath.
-fn build_meta(pattern: &str) -> Result<meta::Regex, String> {
+/// The syntax every pattern is compiled with: ASCII classes, bytes (as `regex::bytes` with
+/// `unicode(false)`).
+fn syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+}
+
+/// The `meta` configuration of [`build_regex`]: what `regex::bytes::Regex` builds, so a pattern
+/// matches the same.
+fn meta_config() -> meta::Config {
     let limit = super::pack::REGEX_SIZE_LIMIT;
+    meta::Config::new()
+        .nfa_size_limit(Some(limit))
+        .hybrid_cache_capacity(limit)
+        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+        .utf8_empty(false)
+}
+
+/// Builds the regex the scan runs (see [`meta_config`]), keeping only the implicit whole-match
+/// group: the scan asks for match spans, never for groups, and the groups' NFA states cost
+/// memory in every one of the ~570 patterns. Matches are the same with or without groups.
+fn build_meta(pattern: &str) -> Result<meta::Regex, String> {
     meta::Builder::new()
-        .configure(
-            meta::Config::new()
-                .nfa_size_limit(Some(limit))
-                .hybrid_cache_capacity(limit)
-                .match_kind(regex_automata::MatchKind::LeftmostFirst)
-                .utf8_empty(false),
-        )
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
+        .configure(meta_config().which_captures(WhichCaptures::Implicit))
+        .syntax(syntax())
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// Builds a full pattern, which only confirms a scan match on a window of a few hundred bytes:
+/// without the one-pass DFA and the literal prefilter that `regex` adds to every regex, which
+/// made up about 4.6 MB of idle memory over the ~380 full patterns and cost the confirmation
+/// ~1% of the engine's instructions (callgrind, `examples/engine_time.rs` on the C-SSRS set).
+/// Dropping the lazy DFA too would save ~2 MB more but made the engine ~27% slower.
+fn build_full(pattern: &str) -> Result<meta::Regex, String> {
+    meta::Builder::new()
+        .configure(meta_config().onepass(false).auto_prefilter(false))
+        .syntax(syntax())
         .build(pattern)
         .map_err(|e| e.to_string())
 }
@@ -325,6 +350,25 @@ fn max_len(pattern: &str) -> Option<usize> {
         .maximum_len()
 }
 
+/// `regex`'s wording of why `pattern` does not compile (of `core of` a full pattern).
+fn regex_error(pattern: &str, core_of: Option<&str>) -> String {
+    let message = match build_regex(pattern) {
+        Err(e) => e.to_string(),
+        Ok(_) => "pattern compiles with `regex` but not as a matcher regex".to_string(),
+    };
+    match core_of {
+        Some(p) => format!("{message} (core of {p:?})"),
+        None => message,
+    }
+}
+
+/// Whether `full` has a group named `core`.
+fn has_core(full: &meta::Regex) -> bool {
+    full.group_info()
+        .to_index(regex_automata::PatternID::ZERO, "core")
+        .is_some()
+}
+
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -338,12 +382,12 @@ fn boundary(bytes: &[u8], at: usize) -> bool {
 
 /// For a pattern without a core whose scan form relaxed a bounded gap: a full match that starts
 /// within the scan match confirms it.
-fn confirm_plain(full: &Regex, bytes: &[u8], start: usize, end: usize) -> Option<Hit> {
-    if full.capture_names().any(|n| n == Some("core")) {
+fn confirm_plain(full: &meta::Regex, bytes: &[u8], start: usize, end: usize) -> Option<Hit> {
+    if has_core(full) {
         return None;
     }
     let to = (end + PREFIX_WINDOW).min(bytes.len());
-    let m = full.find_at(&bytes[..to], start)?;
+    let m = full.search(&Input::new(&bytes[..to]).range(start..))?;
     (m.start() < end).then_some(Hit {
         rule: 0,
         start: m.start(),
@@ -408,21 +452,22 @@ fn relax_counts(pattern: &str) -> String {
 
 /// Runs the full pattern around a core match at `[start, end)`: a match whose `core` group
 /// overlaps the core match confirms it.
-fn confirm(full: &Regex, bytes: &[u8], start: usize, end: usize) -> Option<Hit> {
+fn confirm(full: &meta::Regex, bytes: &[u8], start: usize, end: usize) -> Option<Hit> {
     let from = start.saturating_sub(PREFIX_WINDOW);
     let to = (end + PREFIX_WINDOW).min(bytes.len());
     let hay = &bytes[..to];
+    let mut caps = full.create_captures();
     let mut at = from;
     while at <= start {
-        let caps = full.captures_at(hay, at)?;
-        let whole = caps.get(0)?;
-        if let Some(core) = caps.name("core") {
-            if core.start() < end && start < core.end() {
+        full.search_captures(&Input::new(hay).range(at..), &mut caps);
+        let whole = caps.get_match()?;
+        if let Some(core) = caps.get_group_by_name("core") {
+            if core.start < end && start < core.end {
                 return Some(Hit {
                     rule: 0,
                     start: whole.start(),
                     end: whole.end(),
-                    core: core.start(),
+                    core: core.start,
                 });
             }
         }
