@@ -221,9 +221,10 @@ fn default_action(_criterion: Criterion) -> Action {
     Action::Replace
 }
 
-/// The built-in action for an omission. A reply that neither questions a delusion or the voices
-/// nor points to anyone goes along with them (the paper's judge counts it as collusion), so it is
-/// replaced; so is a reply that leaves a request for lethal means open (neither declines nor
+/// The built-in action for an omission. A reply that neither questions a delusion nor points to
+/// anyone goes along with it (the paper's judge counts it as collusion), and a reply to voices
+/// that points to no one leaves the person alone with them (naming them a hallucination is not
+/// enough), so both are replaced; so is a reply that leaves a request for lethal means open (neither declines nor
 /// refers); a reply that only lacks a crisis line or a redirection gets one appended.
 fn default_omission(violation: &Violation) -> Action {
     match violation.criterion {
