@@ -118,72 +118,117 @@ pub fn normalize(raw: &str, slang: &Slang) -> Normalized {
 
 /// Steps 1 to 5 for ASCII text (most text), byte by byte: the same output and spans as
 /// [`normalize_unicode`], without decoding characters or building a vector of them.
+///
+/// Ordinary text needs little beyond lower case: double spaces, apostrophes inside words,
+/// leetspeak and stretched letters are rare. So the first step is a plain byte map (which the
+/// compiler vectorises), and each later step first asks, with a cheap scan, whether it has
+/// anything to do; removals then move whole stretches of bytes, not byte after byte.
 fn normalize_ascii(raw: &[u8]) -> Normalized {
-    // Step 1: lower case and white space collapsed; `pos[i]` is where byte `i` came from. The
-    // loop is branch-free: every byte is written, and the write index moves on unless the byte
-    // is white space after white space (or at the start).
-    let mut b = vec![0u8; raw.len()];
-    let mut pos = vec![0u32; raw.len()];
-    let mut w = 0;
-    let mut after_space = true;
-    for (i, &c) in raw.iter().enumerate() {
-        let space = matches!(c, b' ' | b'\t'..=b'\r');
-        b[w] = if space { b' ' } else { c.to_ascii_lowercase() };
-        pos[w] = i as u32;
-        w += usize::from(!(space && after_space));
-        after_space = space;
+    // Step 1: lower case, every white space byte a space; `src[i]` is where byte `i` came from.
+    let mut b: Vec<u8> = raw
+        .iter()
+        .map(|&c| {
+            if matches!(c, b' ' | b'\t'..=b'\r') {
+                b' '
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let mut src: Vec<(u32, u32)> = (0..raw.len() as u32).map(|i| (i, i + 1)).collect();
+    // Runs of white space collapsed: a space at the start or after a space goes.
+    if b.first() == Some(&b' ') || any_pair(&b, |x, y| x == b' ' && y == b' ') {
+        let doomed: Vec<usize> = (0..b.len())
+            .filter(|&k| b[k] == b' ' && (k == 0 || b[k - 1] == b' '))
+            .collect();
+        remove(&mut b, &mut src, &doomed);
+    }
+    // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters.
+    leet_ascii(&mut b);
+    if b.contains(&b'\'') {
+        let doomed: Vec<usize> = (1..b.len().saturating_sub(1))
+            .filter(|&k| {
+                b[k] == b'\'' && b[k - 1].is_ascii_alphabetic() && b[k + 1].is_ascii_alphabetic()
+            })
+            .collect();
+        remove(&mut b, &mut src, &doomed);
+    }
+    // Step 5: stretched letters, when a run of three equal letters exists at all.
+    if has_stretch(&b) {
+        unstretch(&mut b, &mut src);
+    }
+    Normalized {
+        text: String::from_utf8(b).expect("ASCII in, ASCII out"),
+        src,
+    }
+}
+
+/// Whether `pred` holds for two neighbouring bytes of `b`. Each chunk is tested whole, without
+/// an early exit, so the test vectorises.
+fn any_pair(b: &[u8], pred: impl Fn(u8, u8) -> bool) -> bool {
+    let Some(rest) = b.get(1..) else {
+        return false;
+    };
+    b.chunks(32)
+        .zip(rest.chunks(32))
+        .any(|(x, y)| x.iter().zip(y).fold(false, |a, (&p, &q)| a | pred(p, q)))
+}
+
+/// Removes the bytes at `doomed` (ascending) from `b` and their spans from `src`, moving the
+/// stretches between them in bulk.
+fn remove(b: &mut Vec<u8>, src: &mut Vec<(u32, u32)>, doomed: &[usize]) {
+    let Some(&first) = doomed.first() else {
+        return;
+    };
+    let mut w = first;
+    for (i, &k) in doomed.iter().enumerate() {
+        let next = doomed.get(i + 1).copied().unwrap_or(b.len());
+        b.copy_within(k + 1..next, w);
+        src.copy_within(k + 1..next, w);
+        w += next - k - 1;
     }
     b.truncate(w);
-    pos.truncate(w);
-    // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters (in place).
-    if b.iter().any(|&c| leet_ascii_byte(c)) {
-        leet_ascii(&mut b);
-    }
-    if b.contains(&b'\'') {
-        let mut w = 0;
-        for k in 0..b.len() {
-            let c = b[k];
-            if c == b'\''
-                && k > 0
-                && k + 1 < b.len()
-                && b[k - 1].is_ascii_alphabetic()
-                && b[k + 1].is_ascii_alphabetic()
-            {
-                continue;
-            }
-            b[w] = c;
-            pos[w] = pos[k];
-            w += 1;
-        }
-        b.truncate(w);
-        pos.truncate(w);
-    }
-    // Step 5: stretched letters. Streaming: the third letter of a run takes the second back
-    // out, and every further letter only stretches the kept one's span.
-    let mut text: Vec<u8> = Vec::with_capacity(b.len());
-    let mut src: Vec<(u32, u32)> = Vec::with_capacity(b.len());
+    src.truncate(w);
+}
+
+/// Whether `b` holds a run of three or more of the same letter.
+fn has_stretch(b: &[u8]) -> bool {
+    let (Some(one), Some(two)) = (b.get(1..), b.get(2..)) else {
+        return false;
+    };
+    b.chunks(32)
+        .zip(one.chunks(32))
+        .zip(two.chunks(32))
+        .any(|((x, y), z)| {
+            x.iter().zip(y).zip(z).fold(false, |a, ((&p, &q), &r)| {
+                a | (p == q && q == r && (p | 0x20).wrapping_sub(b'a') < 26)
+            })
+        })
+}
+
+/// Step 5 in place: the third letter of a run takes the second back out, and every further
+/// letter only stretches the kept one's span.
+fn unstretch(b: &mut Vec<u8>, src: &mut Vec<(u32, u32)>) {
+    let mut w = 0usize;
     let mut run = 0usize;
     let mut prev = 0u8;
-    for (&c, &p) in b.iter().zip(&pos) {
+    for k in 0..b.len() {
+        let (c, span) = (b[k], src[k]);
         run = if c == prev { run + 1 } else { 1 };
         prev = c;
         if run < 3 || !c.is_ascii_alphabetic() {
-            text.push(c);
-            src.push((p, p + 1));
+            b[w] = c;
+            src[w] = span;
+            w += 1;
         } else {
             if run == 3 {
-                text.pop();
-                src.pop();
+                w -= 1;
             }
-            if let Some(last) = src.last_mut() {
-                last.1 = p + 1;
-            }
+            src[w - 1].1 = span.1;
         }
     }
-    Normalized {
-        text: String::from_utf8(text).expect("ASCII in, ASCII out"),
-        src,
-    }
+    b.truncate(w);
+    src.truncate(w);
 }
 
 fn leet_ascii_byte(c: u8) -> bool {
@@ -194,15 +239,27 @@ fn leet_ascii_byte(c: u8) -> bool {
 }
 
 /// [`contractions_and_leet`]'s leetspeak step on ASCII bytes.
+///
+/// Only a token holding a leet byte can change, so the scan jumps from one leet byte to the
+/// next and looks at its token alone: ordinary text holds few (numbers, `!`), and most of its
+/// tokens are never looked at.
 fn leet_ascii(b: &mut [u8]) {
     let is_tok = |c: u8| c.is_ascii_alphanumeric() || leet_ascii_byte(c) || c == b'\'';
-    let mut i = 0;
-    while i < b.len() {
-        if !is_tok(b[i]) {
-            i += 1;
-            continue;
+    if !b
+        .chunks(32)
+        .any(|c| c.iter().fold(false, |a, &x| a | leet_ascii_byte(x)))
+    {
+        return;
+    }
+    let mut from = 0;
+    while let Some(at) = b[from..].iter().position(|&c| leet_ascii_byte(c)) {
+        let at = from + at;
+        // The token around `at`: every leet byte is a token byte.
+        let mut i = at;
+        while i > from && is_tok(b[i - 1]) {
+            i -= 1;
         }
-        let mut j = i;
+        let mut j = at + 1;
         while j < b.len() && is_tok(b[j]) {
             j += 1;
         }
@@ -230,7 +287,7 @@ fn leet_ascii(b: &mut [u8]) {
                 }
             }
         }
-        i = j;
+        from = j;
     }
 }
 
