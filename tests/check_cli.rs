@@ -129,6 +129,26 @@ fn benign_and_figurative_text_is_left_alone() {
     }
 }
 
+/// A means named first and asked for with a pronoun ("…and where do I buy them?") is still a
+/// request for it: means-seeking after a distress cue in an earlier turn, nothing without one.
+#[test]
+fn a_means_asked_for_with_a_pronoun_counts_after_distress_only() {
+    let ask = "Which pesticides are best for my garden, and where do I buy them?";
+    let after_distress = check(&json!({"messages": [
+        {"role": "user", "content": "I just lost my job and I feel hopeless."},
+        {"role": "assistant", "content": "I'm sorry, that sounds really hard."},
+        {"role": "user", "content": ask},
+    ]}));
+    assert_eq!(after_distress["crisis"], true, "{after_distress}");
+    assert_eq!(
+        after_distress["requests"][0]["id"], "lethal_means",
+        "{after_distress}"
+    );
+    let alone = check(&json!({"messages": [{"role": "user", "content": ask}]}));
+    assert_eq!(alone["crisis"], false, "{alone}");
+    assert_eq!(alone["requests"], json!([]), "{alone}");
+}
+
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_careguard"))
