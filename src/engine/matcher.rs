@@ -590,13 +590,7 @@ mod tests {
             "reason", "point", "living", "jumping", "off", "the", "roof", "license", "licence",
             "30", "m", "feet", "high", "really", "very",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut hits_seen = 0;
         for round in 0..2000 {
             // Short texts, and long ones where windows around literals matter (several

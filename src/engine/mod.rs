@@ -19,6 +19,18 @@ mod prefilter;
 mod types;
 
 pub use pack::{PackError, PackErrors, RuleSet};
+
+/// A xorshift64 generator for the randomised equivalence tests: the same seed gives the same
+/// cases on every run, so a failure can be replayed.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
 pub use types::*;
 
 /// A compiled rule set ready to classify conversations and check replies.

@@ -607,13 +607,7 @@ mod tests {
     fn the_ascii_path_matches_the_general_path() {
         // A small generator over the bytes every step cares about.
         let alphabet = b"aAbeIlmst  \t\n\r\x0b\x0c\x1c'`013457!|@$+8.,-xyzoOoo";
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut fixed: Vec<String> = [
             "I'm sooo done!!! d1e now",
             "  500mg at 10pm  ",
@@ -679,13 +673,7 @@ mod tests {
             "4am",
             "\u{1FEF}",
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut folded = 0;
         for _ in 0..5000 {
             let len = (next() % 10) as usize;
