@@ -8,12 +8,16 @@
 //! later hook of the same exchange, ending in [`ExchangeSummary::state`] for the audit log.
 
 use std::any::Any;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use crate::metrics::{Route, UpstreamErrorKind};
+pub use crate::wire::ChatMessage;
+use crate::wire::CompletionView;
 
 /// Opaque per-request state owned by the guard (e.g. its assessment); downcast it to use it.
 pub type HookState = Box<dyn Any + Send + Sync>;
@@ -23,9 +27,8 @@ pub trait Guard: Send + Sync + 'static {
     /// Sees a parsed chat request before it goes upstream and decides what happens to it.
     fn on_request(&self, request: &mut ChatRequest<'_>) -> RequestOutcome;
 
-    /// Whether [`Guard::on_request`] reads [`ChatRequest::body`]. When false the proxy only checks
-    /// that the body is JSON with a `messages` array, hands the hook `null` as the body (an edit is
-    /// ignored) and forwards the client's bytes without building a JSON tree.
+    /// Whether [`Guard::on_request`] reads [`ChatRequest::messages`]. When false the proxy only
+    /// checks that the body is JSON with a `messages` array and hands the hook no messages.
     fn reads_request_body(&self) -> bool {
         true
     }
@@ -38,7 +41,7 @@ pub trait Guard: Send + Sync + 'static {
 
     /// Creates the per-stream guard for a `stream: true` exchange (`request` is the body sent
     /// upstream, e.g. to build a re-ask); `None` relays events untouched.
-    fn on_stream(&self, state: &mut HookState, request: &Value) -> Option<Box<dyn StreamGuard>> {
+    fn on_stream(&self, state: &mut HookState, request: &JsonBody) -> Option<Box<dyn StreamGuard>> {
         let _ = (state, request);
         None
     }
@@ -70,21 +73,19 @@ pub struct ChatRequest<'a> {
     pub request_id: &'a str,
     /// The client's request headers (e.g. `x-careguard-locale`, `accept-language`).
     pub headers: &'a HeaderMap,
-    /// The parsed body; edit it in place and return [`RequestAction::ForwardEdited`].
-    pub body: &'a mut Value,
+    /// The body; edit it through [`JsonBody::json_mut`] and return
+    /// [`RequestAction::ForwardEdited`].
+    pub body: &'a mut JsonBody,
+    /// The messages with a role, read from the body in one pass (empty when
+    /// [`Guard::reads_request_body`] is false); the hook may take them.
+    pub messages: Vec<ChatMessage>,
+    /// `model`, when the body gives one.
+    pub model: Option<String>,
     /// Whether the client asked for `stream: true`.
     pub stream: bool,
 }
 
 impl ChatRequest<'_> {
-    /// The `messages` array (the proxy has checked it exists).
-    pub fn messages(&self) -> &[Value] {
-        self.body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map_or(&[], Vec::as_slice)
-    }
-
     /// The client's locale: `x-careguard-locale`, else the first `Accept-Language` tag.
     pub fn locale(&self) -> Option<&str> {
         if let Some(v) = self.headers.get("x-careguard-locale") {
@@ -101,7 +102,119 @@ impl ChatRequest<'_> {
 
     /// The requested model, if any.
     pub fn model(&self) -> Option<&str> {
-        self.body.get("model").and_then(Value::as_str)
+        self.model.as_deref()
+    }
+}
+
+/// A JSON body as it came off the wire: its bytes, and its tree, built only when someone asks
+/// for it. Most exchanges never do: the guard reads the messages or the reply text, which the
+/// proxy extracts in one pass ([`crate::wire`]); the tree is for edits, re-asks and replies
+/// built from the upstream's.
+#[derive(Debug)]
+pub struct JsonBody {
+    bytes: Bytes,
+    tree: OnceLock<Value>,
+    edited: bool,
+}
+
+impl JsonBody {
+    /// A body of bytes the proxy has read as valid JSON.
+    pub fn new(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            tree: OnceLock::new(),
+            edited: false,
+        }
+    }
+
+    /// A body made from a tree.
+    pub fn from_value(value: Value) -> Self {
+        let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        Self {
+            bytes,
+            tree: OnceLock::from(value),
+            edited: false,
+        }
+    }
+
+    /// The parsed tree (`null` if the bytes were not JSON).
+    pub fn json(&self) -> &Value {
+        self.tree
+            .get_or_init(|| serde_json::from_slice(&self.bytes).unwrap_or(Value::Null))
+    }
+
+    /// The tree, for an edit: [`Self::to_bytes`] then serialises it.
+    pub fn json_mut(&mut self) -> &mut Value {
+        self.json();
+        self.edited = true;
+        self.tree.get_mut().expect("initialised above")
+    }
+
+    /// Whether [`Self::json_mut`] was called.
+    pub fn is_edited(&self) -> bool {
+        self.edited
+    }
+
+    /// The bytes to send: the original ones, or the edited tree serialised.
+    pub fn to_bytes(&self) -> Bytes {
+        match (self.edited, self.tree.get()) {
+            (true, Some(tree)) => Bytes::from(serde_json::to_vec(tree).unwrap_or_default()),
+            _ => self.bytes.clone(),
+        }
+    }
+}
+
+/// An upstream `chat.completion` as received: its bytes, its model and assistant text read in
+/// one pass, and its JSON tree built on first use.
+#[derive(Debug)]
+pub struct UpstreamCompletion {
+    body: JsonBody,
+    view: CompletionView,
+}
+
+impl UpstreamCompletion {
+    /// Reads a completion's bytes; an error when they are not JSON.
+    pub fn read(bytes: Bytes) -> Result<Self, serde_json::Error> {
+        let view = CompletionView::read(&bytes)?;
+        Ok(Self {
+            body: JsonBody::new(bytes),
+            view,
+        })
+    }
+
+    /// A completion made from a tree (e.g. a test's).
+    pub fn from_value(value: Value) -> Self {
+        let view = CompletionView {
+            model: value
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            content: message_content(&value).map(str::to_owned),
+        };
+        Self {
+            body: JsonBody::from_value(value),
+            view,
+        }
+    }
+
+    /// `choices[0].message.content`, when a string.
+    pub fn content(&self) -> Option<&str> {
+        self.view.content.as_deref()
+    }
+
+    /// `model`, when a string.
+    pub fn model(&self) -> Option<&str> {
+        self.view.model.as_deref()
+    }
+
+    /// The parsed tree.
+    pub fn json(&self) -> &Value {
+        self.body.json()
+    }
+
+    /// The bytes as received.
+    pub fn bytes(&self) -> Bytes {
+        self.body.bytes.clone()
     }
 }
 
@@ -202,7 +315,7 @@ pub struct ResponseExchange<'a> {
     /// 0 for the first upstream reply, n for the n-th re-ask.
     pub attempt: u32,
     /// The body sent upstream for this attempt.
-    pub request: &'a Value,
+    pub request: &'a JsonBody,
     /// The reply (a re-ask can fail; the first attempt always has a completion).
     pub reply: UpstreamReply<'a>,
     /// The state from [`RequestOutcome::state`].
@@ -214,8 +327,8 @@ pub struct ResponseExchange<'a> {
 /// What came back from the upstream for one attempt.
 #[derive(Debug, Clone, Copy)]
 pub enum UpstreamReply<'a> {
-    /// A parsed `chat.completion`.
-    Completion(&'a Value),
+    /// A `chat.completion`.
+    Completion(&'a UpstreamCompletion),
     /// A re-ask failed (network, timeout, non-2xx or unparsable reply).
     Failed(UpstreamErrorKind),
 }
@@ -431,7 +544,7 @@ pub trait StreamGuard: Send {
     ) -> EndAction {
         let _ = (state, attempt);
         match reply {
-            UpstreamReply::Completion(c) => EndAction::Replace(completion_chunks(meta, c)),
+            UpstreamReply::Completion(c) => EndAction::Replace(completion_chunks(meta, c.json())),
             UpstreamReply::Failed(_) => EndAction::Discard,
         }
     }
@@ -540,11 +653,13 @@ mod tests {
             "accept-language",
             HeaderValue::from_static("de-CH, en;q=0.5"),
         );
-        let mut body = json!({"messages": []});
+        let mut body = JsonBody::from_value(json!({"messages": []}));
         let req = ChatRequest {
             request_id: "r",
             headers: &headers,
             body: &mut body,
+            messages: Vec::new(),
+            model: None,
             stream: false,
         };
         assert_eq!(req.locale(), Some("de-CH"));
@@ -553,9 +668,38 @@ mod tests {
             request_id: "r",
             headers: &headers,
             body: &mut body,
+            messages: Vec::new(),
+            model: None,
             stream: false,
         };
         assert_eq!(req.locale(), Some("fr"));
+    }
+
+    #[test]
+    fn a_body_is_sent_as_received_until_edited() {
+        // Spacing and key order the tree would not reproduce: unedited, the bytes go as they came.
+        let raw = r#"{ "model" : "m",  "messages":[{"role":"user","content":"hi"}], "x": 1.50 }"#;
+        let mut body = JsonBody::new(Bytes::from_static(raw.as_bytes()));
+        assert_eq!(body.json()["model"], "m");
+        assert_eq!(body.to_bytes(), raw.as_bytes());
+        assert!(!body.is_edited());
+        body.json_mut()["model"] = json!("n");
+        let sent: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        assert_eq!(sent["model"], "n");
+        assert_eq!(sent["x"], json!(1.5));
+        assert_eq!(sent["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn an_upstream_completion_reads_its_text_without_the_tree() {
+        let raw = r#"{"model":"gpt","choices":[{"message":{"content":"hello"}}],"z":{}}"#;
+        let c = UpstreamCompletion::read(Bytes::from_static(raw.as_bytes())).unwrap();
+        assert_eq!((c.model(), c.content()), (Some("gpt"), Some("hello")));
+        assert_eq!(c.bytes(), raw.as_bytes());
+        assert_eq!(message_content(c.json()), Some("hello"));
+        assert!(UpstreamCompletion::read(Bytes::from_static(b"{\"choices\"")).is_err());
+        let made = UpstreamCompletion::from_value(json!({"choices":[{"message":{"content":"x"}}]}));
+        assert_eq!((made.model(), made.content()), (None, Some("x")));
     }
 
     #[test]

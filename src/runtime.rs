@@ -20,13 +20,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::guard::policy::{HoldBack, Mode, PolicyConfig, Preemption, Rule};
 use crate::hooks::{
-    ChatRequest, ChunkMeta, EndAction, ExchangeSummary, Guard, HookState, RequestOutcome,
+    ChatRequest, ChunkMeta, EndAction, ExchangeSummary, Guard, HookState, JsonBody, RequestOutcome,
     ResponseAction, ResponseExchange, StreamAction, StreamEnd, StreamEvent, StreamGuard,
     UpstreamReply,
 };
@@ -294,7 +293,7 @@ impl Guard for LiveGuard {
         routed.guard.on_response(&mut inner)
     }
 
-    fn on_stream(&self, state: &mut HookState, request: &Value) -> Option<Box<dyn StreamGuard>> {
+    fn on_stream(&self, state: &mut HookState, request: &JsonBody) -> Option<Box<dyn StreamGuard>> {
         let routed = state.downcast_mut::<Routed>()?;
         let inner = routed.guard.on_stream(&mut routed.inner, request)?;
         Some(Box::new(RoutedStream { inner }))

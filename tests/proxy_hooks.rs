@@ -59,7 +59,7 @@ impl Guard for TestGuard {
                 })))
             }
             "edit" => {
-                let messages = req.body["messages"].as_array_mut().unwrap();
+                let messages = req.body.json_mut()["messages"].as_array_mut().unwrap();
                 messages.insert(0, json!({"role": "system", "content": "Be safe."}));
                 RequestOutcome::with_action(RequestAction::ForwardEdited)
             }
@@ -74,15 +74,15 @@ impl Guard for TestGuard {
         self.attempts.lock().unwrap().push(ex.attempt);
         match (power.as_str(), ex.attempt, ex.reply) {
             ("replace", _, UpstreamReply::Completion(c)) => {
-                let mut c = c.clone();
+                let mut c = c.json().clone();
                 c["choices"][0]["message"]["content"] = json!("replaced reply");
                 ex.response_headers
                     .insert("x-careguard-action", HeaderValue::from_static("replace"));
                 ResponseAction::Replace(c)
             }
             ("reask" | "reask-fails", 0, UpstreamReply::Completion(c)) => {
-                assert_eq!(hooks::message_content(c), Some("bad reply"));
-                let mut body = ex.request.clone();
+                assert_eq!(c.content(), Some("bad reply"));
+                let mut body = ex.request.json().clone();
                 body["messages"]
                     .as_array_mut()
                     .unwrap()
@@ -93,7 +93,7 @@ impl Guard for TestGuard {
                 }
             }
             ("reask", 1, UpstreamReply::Completion(c)) => {
-                assert_eq!(hooks::message_content(c), Some("good reply"));
+                assert_eq!(c.content(), Some("good reply"));
                 ResponseAction::Pass
             }
             ("reask-fails", 1, UpstreamReply::Failed(kind)) => {
@@ -101,7 +101,7 @@ impl Guard for TestGuard {
                 ResponseAction::Replace(hooks::completion("m", "fallback reply"))
             }
             ("reask-forever", _, _) => ResponseAction::Reask {
-                body: ex.request.clone(),
+                body: ex.request.json().clone(),
                 timeout: Duration::from_secs(5),
             },
             ("block", _, _) => ResponseAction::Error(GuardError {
@@ -114,12 +114,16 @@ impl Guard for TestGuard {
         }
     }
 
-    fn on_stream(&self, state: &mut HookState, request: &Value) -> Option<Box<dyn StreamGuard>> {
+    fn on_stream(
+        &self,
+        state: &mut HookState,
+        request: &hooks::JsonBody,
+    ) -> Option<Box<dyn StreamGuard>> {
         let power = state.downcast_ref::<Power>().unwrap().0.clone();
         Some(Box::new(TestStream {
             power,
             text: String::new(),
-            request: request.clone(),
+            request: request.json().clone(),
         }))
     }
 
@@ -193,7 +197,9 @@ impl StreamGuard for TestStream {
     ) -> EndAction {
         assert_eq!(attempt, 1);
         match reply {
-            UpstreamReply::Completion(c) => EndAction::Replace(hooks::completion_chunks(meta, c)),
+            UpstreamReply::Completion(c) => {
+                EndAction::Replace(hooks::completion_chunks(meta, c.json()))
+            }
             UpstreamReply::Failed(_) => EndAction::Replace(vec![
                 meta.content_chunk("fallback reply"),
                 meta.finish_chunk("stop"),

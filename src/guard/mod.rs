@@ -22,9 +22,9 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use crate::engine::{Assessment, Condition, Criterion, Engine, Message, Violation};
+use crate::engine::{Assessment, Condition, Criterion, Engine, Message, Role, Violation};
 use crate::hooks::{
-    completion, message_content, ChatRequest, ExchangeSummary, Guard, GuardError, HookState, Reply,
+    completion, ChatRequest, ExchangeSummary, Guard, GuardError, HookState, JsonBody, Reply,
     RequestAction, RequestOutcome, ResponseAction, ResponseExchange, StreamGuard, UpstreamReply,
 };
 use crate::metrics::{GuardMetrics, ReaskOutcome};
@@ -284,10 +284,9 @@ pub fn blocked_error(criterion: Option<Criterion>) -> GuardError {
 impl Guard for CareGuard {
     fn on_request(&self, request: &mut ChatRequest<'_>) -> RequestOutcome {
         let inner = &self.inner;
-        let messages: Vec<Message> = request
-            .messages()
-            .iter()
-            .filter_map(Message::from_json)
+        let messages: Vec<Message> = std::mem::take(&mut request.messages)
+            .into_iter()
+            .map(engine_message)
             .collect();
         let started = Instant::now();
         let assessment = inner.engine.classify(&messages);
@@ -333,7 +332,8 @@ impl Guard for CareGuard {
                 }
                 (Preemption::Inject, true) => {
                     let guidance = inner.guidance(&state, Some(Criterion::NoSuicideEnablement));
-                    *request.body = with_guidance(request.body, &guidance);
+                    let edited = with_guidance(request.body.json(), &guidance);
+                    *request.body.json_mut() = edited;
                     RequestAction::ForwardEdited
                 }
                 _ => RequestAction::Forward,
@@ -359,7 +359,7 @@ impl Guard for CareGuard {
                 return finish_replace(inner, state, exchange.response_headers, None, None);
             }
         };
-        let content = message_content(completion).unwrap_or_default().to_string();
+        let content = completion.content().unwrap_or_default().to_string();
         let violations = inner.check(&state.assessment, &content);
         if exchange.attempt == 0 {
             state.upstream_text = Some(content.clone());
@@ -380,7 +380,7 @@ impl Guard for CareGuard {
                     state,
                     exchange.response_headers,
                     decision.criterion,
-                    Some(completion),
+                    Some(completion.json()),
                 );
             }
         }
@@ -440,14 +440,14 @@ impl Guard for CareGuard {
                 };
                 headers.insert(ACTION_HEADER, header(state.decision.action.as_str()));
                 inner.record_decision(state);
-                ResponseAction::Replace(with_content(completion, &text))
+                ResponseAction::Replace(with_content(completion.json(), &text))
             }
             Action::Reask if exchange.attempt < inner.policy.config().reask_max_attempts => {
                 state.reasks += 1;
                 state.decision = decision.clone();
                 let guidance = inner.guidance(state, decision.criterion);
                 ResponseAction::Reask {
-                    body: with_guidance(exchange.request, &guidance),
+                    body: with_guidance(exchange.request.json(), &guidance),
                     timeout: inner.policy.config().reask_timeout(),
                 }
             }
@@ -455,7 +455,13 @@ impl Guard for CareGuard {
                 if decision.action == Action::Reask {
                     inner.metrics.reask(ReaskOutcome::Exhausted);
                 }
-                finish_replace(inner, state, headers, decision.criterion, Some(completion))
+                finish_replace(
+                    inner,
+                    state,
+                    headers,
+                    decision.criterion,
+                    Some(completion.json()),
+                )
             }
             Action::Block => {
                 state.decision = decision;
@@ -466,7 +472,11 @@ impl Guard for CareGuard {
         }
     }
 
-    fn on_stream(&self, state: &mut HookState, _request: &Value) -> Option<Box<dyn StreamGuard>> {
+    fn on_stream(
+        &self,
+        state: &mut HookState,
+        _request: &JsonBody,
+    ) -> Option<Box<dyn StreamGuard>> {
         let state = state_mut(state)?;
         Some(stream::for_exchange(Arc::clone(&self.inner), state))
     }
@@ -477,6 +487,17 @@ impl Guard for CareGuard {
             sink.record(&summary, state);
         }
     }
+}
+
+/// The engine's view of a chat message (roles as [`Message::from_json`] reads them).
+fn engine_message(m: crate::hooks::ChatMessage) -> Message {
+    let role = match m.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        _ => Role::Other,
+    };
+    Message::new(role, m.content)
 }
 
 /// Whether `text` already names a crisis resource.

@@ -10,17 +10,17 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Value;
 
 use super::error::ProxyError;
 use super::stream::GuardedSse;
 use super::upstream::{response_headers, TimeoutBody};
 use super::{boxed, full, ResBody, Shared};
 use crate::hooks::{
-    message_content, ChatRequest, ExchangeOutcome, ExchangeSummary, HookState, Reply,
-    RequestAction, ResponseAction, ResponseExchange, UpstreamReply,
+    message_content, ChatRequest, ExchangeOutcome, ExchangeSummary, HookState, JsonBody, Reply,
+    RequestAction, ResponseAction, ResponseExchange, UpstreamCompletion, UpstreamReply,
 };
 use crate::metrics::{Route, UpstreamErrorKind};
+use crate::wire::RequestView;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -177,29 +177,22 @@ async fn run(
     started: Instant,
 ) -> Result<Response<ResBody>, ProxyError> {
     let bytes = read_limited(&parts, body, shared.proxy.max_body_bytes).await?;
-    let shape = if shared.guard.reads_request_body() {
-        None
-    } else {
-        RequestShape::read(&bytes)
-    };
-    let (mut value, stream) = match shape {
-        Some(shape) => (Value::Null, shape.stream),
-        None => {
-            let value: Value = serde_json::from_slice(&bytes).map_err(ProxyError::InvalidJson)?;
-            let stream = value.get("stream").and_then(Value::as_bool) == Some(true);
-            (value, stream)
-        }
-    };
-    if shape.is_some_and(|s| !s.messages)
-        || (shape.is_none() && !value.get("messages").is_some_and(Value::is_array))
-    {
+    // One pass over the body, no JSON tree (see `crate::wire`); the tree is built only if a hook
+    // edits the body or a re-ask needs it.
+    let view = RequestView::read(&bytes, shared.guard.reads_request_body())
+        .map_err(ProxyError::InvalidJson)?;
+    if !view.has_messages {
         return Err(ProxyError::MissingMessages);
     }
+    let stream = view.stream;
+    let mut request_body = JsonBody::new(bytes);
     let ex = slot.as_mut().expect("exchange present");
     let outcome = shared.guard.on_request(&mut ChatRequest {
         request_id: &ex.request_id,
         headers: &parts.headers,
-        body: &mut value,
+        body: &mut request_body,
+        messages: view.messages,
+        model: view.model,
         stream,
     });
     ex.state = outcome.state;
@@ -208,9 +201,7 @@ async fn run(
     }
     *extra = outcome.response_headers;
     let send = match outcome.action {
-        RequestAction::Forward => bytes,
-        RequestAction::ForwardEdited if shape.is_some() => bytes,
-        RequestAction::ForwardEdited => Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+        RequestAction::Forward | RequestAction::ForwardEdited => request_body.to_bytes(),
         RequestAction::Respond(Reply::Error(e)) => return Err(ProxyError::Guard(e)),
         RequestAction::Respond(Reply::Completion(completion)) => {
             if stream {
@@ -230,7 +221,7 @@ async fn run(
     let uri = upstream.uri_for(&parts.uri)?;
     let headers = upstream.request_headers(&parts.headers, true);
     let stream_guard = if stream {
-        shared.guard.on_stream(&mut ex.state, &value)
+        shared.guard.on_stream(&mut ex.state, &request_body)
     } else {
         None
     };
@@ -311,11 +302,9 @@ async fn run(
         return Ok(r);
     }
 
-    // Inspected: parse once, let the hook decide, re-ask if it wants.
-    let mut current: Value = serde_json::from_slice(&body).map_err(ProxyError::MalformedReply)?;
-    let mut current_bytes = Some(body);
-    ex.upstream_model = current["model"].as_str().map(str::to_owned);
-    let mut request_body = value;
+    // Inspected: read once (model and text, no tree), let the hook decide, re-ask if it wants.
+    let mut current = UpstreamCompletion::read(body).map_err(ProxyError::MalformedReply)?;
+    ex.upstream_model = current.model().map(str::to_owned);
     let mut attempt = 0u32;
     let mut failed: Option<UpstreamErrorKind> = None;
     loop {
@@ -332,12 +321,10 @@ async fn run(
             response_headers: extra,
         });
         let delivered = match action {
-            ResponseAction::Pass => current_bytes
-                .take()
-                .unwrap_or_else(|| Bytes::from(serde_json::to_vec(&current).unwrap_or_default())),
+            ResponseAction::Pass => current.bytes(),
             ResponseAction::Replace(v) => {
-                current = v;
-                Bytes::from(serde_json::to_vec(&current).unwrap_or_default())
+                current = UpstreamCompletion::from_value(v);
+                current.bytes()
             }
             ResponseAction::Error(e) => return Err(ProxyError::Guard(e)),
             ResponseAction::Reask { body, timeout } => {
@@ -345,8 +332,8 @@ async fn run(
                     return Err(ProxyError::ReaskLimit);
                 }
                 attempt += 1;
-                request_body = body;
-                let send = Bytes::from(serde_json::to_vec(&request_body).unwrap_or_default());
+                request_body = JsonBody::from_value(body);
+                let send = request_body.to_bytes();
                 let (uri, headers) = reask_parts.clone().expect("kept when inspecting");
                 let request = build_request(uri, headers, send);
                 let t = Instant::now();
@@ -355,9 +342,8 @@ async fn run(
                     tokio::time::timeout(timeout, call_json(Arc::clone(shared), request)).await;
                 *upstream_wait += t.elapsed();
                 match result {
-                    Ok(Ok((bytes, v))) => {
-                        current = v;
-                        current_bytes = Some(bytes);
+                    Ok(Ok(completion)) => {
+                        current = completion;
                         failed = None;
                     }
                     Ok(Err(kind)) => {
@@ -375,7 +361,7 @@ async fn run(
             }
         };
         if let Some(text) = ex.delivered.as_mut() {
-            text.push_str(message_content(&current).unwrap_or_default());
+            text.push_str(current.content().unwrap_or_default());
         }
         let mut r = Response::new(full(delivered));
         *r.headers_mut() = out_headers;
@@ -383,42 +369,11 @@ async fn run(
     }
 }
 
-/// What the proxy needs from a request body when the guard does not read it.
-#[derive(Debug, Clone, Copy)]
-struct RequestShape {
-    /// `messages` is an array.
-    messages: bool,
-    /// `stream` is `true`.
-    stream: bool,
-}
-
-impl RequestShape {
-    /// Reads a JSON object without building a tree; `None` when it is not a plain object (not
-    /// JSON, duplicate keys...): the caller then parses it fully, with the full errors.
-    fn read(bytes: &[u8]) -> Option<Self> {
-        #[derive(serde::Deserialize)]
-        struct Repr<'a> {
-            #[serde(default, borrow)]
-            messages: Option<&'a serde_json::value::RawValue>,
-            #[serde(default, borrow)]
-            stream: Option<&'a serde_json::value::RawValue>,
-        }
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return None;
-        }
-        let repr: Repr<'_> = serde_json::from_slice(bytes).ok()?;
-        Some(Self {
-            messages: repr.messages.is_some_and(|m| m.get().starts_with('[')),
-            stream: repr.stream.is_some_and(|s| s.get() == "true"),
-        })
-    }
-}
-
-/// One non-streaming upstream call for a re-ask: the reply's bytes and parsed JSON.
+/// One non-streaming upstream call for a re-ask: the completion it returned.
 pub(crate) async fn call_json(
     shared: Arc<Shared>,
     request: Request<super::upstream::UpstreamBody>,
-) -> Result<(Bytes, Value), UpstreamErrorKind> {
+) -> Result<UpstreamCompletion, UpstreamErrorKind> {
     let upstream = &shared.upstream;
     let deadline = tokio::time::Instant::now() + upstream.first_byte_timeout;
     let kind = |e: ProxyError| {
@@ -431,8 +386,7 @@ pub(crate) async fn call_json(
         return Err(UpstreamErrorKind::Status);
     }
     let bytes = upstream.read_body(resp.into_body()).await.map_err(kind)?;
-    let v = serde_json::from_slice(&bytes).map_err(|_| UpstreamErrorKind::Malformed)?;
-    Ok((bytes, v))
+    UpstreamCompletion::read(bytes).map_err(|_| UpstreamErrorKind::Malformed)
 }
 
 /// A POST to the upstream with these headers and body (Content-Length set).
@@ -447,40 +401,4 @@ pub(crate) fn build_request(
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     req
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_shape_agrees_with_the_full_parse() {
-        let cases: &[&str] = &[
-            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
-            r#"{"messages":[],"stream":false}"#,
-            r#"{"messages":{"role":"user"}}"#,
-            r#"{"messages":null,"stream":true}"#,
-            r#"{"stream":"true","messages":[1]}"#,
-            r#" {"messages" : [ ] , "stream" : true } "#,
-            r#"{"messages":[],"messages":{}}"#,
-            r#"[{"messages":[]}]"#,
-            r#"{"messages":[] "#,
-        ];
-        for case in cases {
-            let full: Option<Value> = serde_json::from_slice(case.as_bytes()).ok();
-            match RequestShape::read(case.as_bytes()) {
-                Some(shape) => {
-                    let v = full.expect("the shape reads valid JSON only");
-                    assert_eq!(shape.messages, v["messages"].is_array(), "{case}");
-                    assert_eq!(shape.stream, v["stream"].as_bool() == Some(true), "{case}");
-                }
-                // Not an object, not JSON, or duplicate keys: the full parse decides.
-                None => assert!(
-                    full.as_ref().is_none_or(|v| !v.is_object())
-                        || case.matches("messages").count() > 1,
-                    "{case}"
-                ),
-            }
-        }
-    }
 }

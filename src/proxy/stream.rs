@@ -27,7 +27,7 @@ use super::error::{BoxError, ProxyError};
 use super::sse::{self, Splitter};
 use crate::hooks::{
     delta_content, ChunkMeta, EndAction, ExchangeOutcome, StreamAction, StreamEnd, StreamEvent,
-    StreamGuard, UpstreamReply,
+    StreamGuard, UpstreamCompletion, UpstreamReply,
 };
 use crate::metrics::UpstreamErrorKind;
 
@@ -44,7 +44,8 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 /// How many times to yield for more buffered upstream data before sending what arrived.
 const MAX_YIELDS: u8 = 3;
 
-type ReaskFuture = Pin<Box<dyn Future<Output = Result<(Bytes, Value), UpstreamErrorKind>> + Send>>;
+type ReaskFuture =
+    Pin<Box<dyn Future<Output = Result<UpstreamCompletion, UpstreamErrorKind>> + Send>>;
 
 /// An SSE response body guarded by an optional [`StreamGuard`].
 pub struct GuardedSse {
@@ -426,13 +427,13 @@ impl GuardedSse {
     }
 
     /// A re-ask finished: let the stream guard decide what to send.
-    fn on_reask(&mut self, result: Result<(Bytes, Value), UpstreamErrorKind>) {
+    fn on_reask(&mut self, result: Result<UpstreamCompletion, UpstreamErrorKind>) {
         let started = std::time::Instant::now();
         if let Err(kind) = &result {
             self.exchange().shared.metrics.upstream_error(*kind);
         }
         let reply = match &result {
-            Ok((_, v)) => UpstreamReply::Completion(v),
+            Ok(c) => UpstreamReply::Completion(c),
             Err(kind) => UpstreamReply::Failed(*kind),
         };
         let action = match self.guard.as_mut() {

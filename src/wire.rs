@@ -1,0 +1,505 @@
+//! One-pass readers of the OpenAI JSON bodies: what the proxy and the guard need from a chat
+//! request (its messages, `stream`, `model`) and from a completion (its model and assistant
+//! text), read without building a JSON tree.
+//!
+//! A `serde_json::Value` of a 3 KB chat request costs an allocation per string, number, array
+//! and object (plus an index map per object): about 5 µs, of a guarded exchange's ~40. These
+//! readers visit the same bytes once, allocate only the texts they keep, and skip the rest with
+//! `IgnoredAny`. The tree is still built when someone needs it (an edit, a re-ask, a
+//! replacement built from the reply): see [`crate::hooks::JsonBody`].
+//!
+//! Decisions:
+//! - **Same answers as the tree.** Every reader is tolerant the way `Value` lookups are: a
+//!   field of an unexpected type reads as absent, never as an error, and a repeated key keeps its
+//!   last value (as `Value` does). Only invalid JSON is an error, with serde_json's own message.
+//!   A test compares each reader with the tree lookups it replaces on tricky bodies.
+//! - A message's `content` given as a list of parts reads as the parts' `text` fields joined by
+//!   newlines (image and audio parts carry no text).
+
+use std::fmt;
+
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+
+/// One chat message as the guard reads it: its role and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `role` (`system`, `developer`, `user`, `assistant`, `tool`...).
+    pub role: String,
+    /// `content` as text (parts joined by newlines; empty when absent or null).
+    pub content: String,
+}
+
+/// What a chat request body says, read in one pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// Whether the body is an object whose `messages` is an array.
+    pub has_messages: bool,
+    /// The messages with a string `role` (others are skipped), when asked for.
+    pub messages: Vec<ChatMessage>,
+    /// `stream` is `true`.
+    pub stream: bool,
+    /// `model`, when a string.
+    pub model: Option<String>,
+}
+
+impl RequestView {
+    /// Reads `bytes`; `with_messages` false skips the messages (only checks they are an array).
+    pub fn read(bytes: &[u8], with_messages: bool) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let view = RequestSeed { with_messages }.deserialize(&mut de)?;
+        de.end()?;
+        Ok(view)
+    }
+}
+
+/// What a `chat.completion` says, read in one pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompletionView {
+    /// `model`, when a string.
+    pub model: Option<String>,
+    /// `choices[0].message.content`, when a string.
+    pub content: Option<String>,
+}
+
+impl CompletionView {
+    /// Reads `bytes` (any JSON value; only an object has the fields).
+    pub fn read(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice::<Tolerant<CompletionView>>(bytes).map(|t| t.0)
+    }
+}
+
+/// A value read by a [`Shape`], or its default when the JSON has another type.
+struct Tolerant<T>(T);
+
+/// How a type reads the JSON types it cares about; every other type reads as `T::default()`.
+trait Shape<'de>: Default + Sized {
+    fn string(s: &str) -> Self {
+        let _ = s;
+        Self::default()
+    }
+    fn boolean(b: bool) -> Self {
+        let _ = b;
+        Self::default()
+    }
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Self::default())
+    }
+    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Self::default())
+    }
+}
+
+struct ShapeVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Shape<'de>> Visitor<'de> for ShapeVisitor<T> {
+    type Value = Tolerant<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::string(s)))
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::boolean(b)))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::default()))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::default()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::default()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Tolerant(T::default()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        T::seq(seq).map(Tolerant)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::map(map).map(Tolerant)
+    }
+}
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Tolerant<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ShapeVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads the fields `f` names (by key) and skips the others; a repeated key is read again, so
+/// its last value wins.
+fn fields<'de, A, F>(mut map: A, mut f: F) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    F: FnMut(&str, &mut A) -> Option<Result<(), A::Error>>,
+{
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        match f(&key, &mut map) {
+            Some(read) => read?,
+            None => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string, or `None`.
+#[derive(Default)]
+struct Str(Option<String>);
+
+impl Shape<'_> for Str {
+    fn string(s: &str) -> Self {
+        Str(Some(s.to_owned()))
+    }
+}
+
+/// A JSON boolean, or `None`.
+#[derive(Default)]
+struct Bool(Option<bool>);
+
+impl Shape<'_> for Bool {
+    fn boolean(b: bool) -> Self {
+        Bool(Some(b))
+    }
+}
+
+fn read<'de, A: MapAccess<'de>, T: Shape<'de>>(map: &mut A) -> Result<T, A::Error> {
+    map.next_value::<Tolerant<T>>().map(|t| t.0)
+}
+
+/// A message's `content`: a string, or the `text` of each part of a list joined by newlines.
+#[derive(Default)]
+struct Content(String);
+
+impl<'de> Shape<'de> for Content {
+    fn string(s: &str) -> Self {
+        Content(s.to_owned())
+    }
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut text = String::new();
+        let mut first = true;
+        while let Some(Tolerant(Part(part))) = seq.next_element::<Tolerant<Part>>()? {
+            if let Some(part) = part {
+                if !first {
+                    text.push('\n');
+                }
+                text.push_str(&part);
+                first = false;
+            }
+        }
+        Ok(Content(text))
+    }
+}
+
+/// One content part's `text`.
+#[derive(Default)]
+struct Part(Option<String>);
+
+impl<'de> Shape<'de> for Part {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut text = None;
+        fields(map, |key, map| {
+            (key == "text").then(|| read::<_, Str>(map).map(|s| text = s.0))
+        })?;
+        Ok(Part(text))
+    }
+}
+
+/// One message: `Some` when it is an object with a string `role`.
+#[derive(Default)]
+struct Message(Option<ChatMessage>);
+
+impl<'de> Shape<'de> for Message {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let (mut role, mut content) = (None, String::new());
+        fields(map, |key, map| match key {
+            "role" => Some(read::<_, Str>(map).map(|s| role = s.0)),
+            "content" => Some(read::<_, Content>(map).map(|c| content = c.0)),
+            _ => None,
+        })?;
+        Ok(Message(role.map(|role| ChatMessage { role, content })))
+    }
+}
+
+/// The `messages` array: `Some` when it is an array.
+#[derive(Default)]
+struct Messages(Option<Vec<ChatMessage>>);
+
+impl<'de> Shape<'de> for Messages {
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(8));
+        while let Some(Tolerant(Message(m))) = seq.next_element::<Tolerant<Message>>()? {
+            out.extend(m);
+        }
+        Ok(Messages(Some(out)))
+    }
+}
+
+/// Whether a value is an array, skipping its contents.
+#[derive(Default)]
+struct IsArray(bool);
+
+impl<'de> Shape<'de> for IsArray {
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(IsArray(true))
+    }
+}
+
+/// Reads a request body, with or without its messages.
+struct RequestSeed {
+    with_messages: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed {
+    type Value = RequestView;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RequestView, D::Error> {
+        struct V(bool);
+        impl<'de> Visitor<'de> for V {
+            type Value = RequestView;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RequestView, E> {
+                Ok(RequestView::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequestView, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RequestView::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RequestView, A::Error> {
+                let with_messages = self.0;
+                let mut view = RequestView::default();
+                fields(map, |key, map| match key {
+                    "messages" if with_messages => Some(read::<_, Messages>(map).map(|m| {
+                        view.has_messages = m.0.is_some();
+                        view.messages = m.0.unwrap_or_default();
+                    })),
+                    "messages" => Some(read::<_, IsArray>(map).map(|a| {
+                        view.has_messages = a.0;
+                        view.messages.clear();
+                    })),
+                    "stream" => Some(read::<_, Bool>(map).map(|b| view.stream = b.0 == Some(true))),
+                    "model" => Some(read::<_, Str>(map).map(|s| view.model = s.0)),
+                    _ => None,
+                })?;
+                Ok(view)
+            }
+        }
+        d.deserialize_any(V(self.with_messages))
+    }
+}
+
+/// `choices[0].message.content`, within one choice.
+#[derive(Default)]
+struct ChoiceContent(Option<String>);
+
+impl<'de> Shape<'de> for ChoiceContent {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut content = None;
+        fields(map, |key, map| {
+            (key == "message").then(|| read::<_, MessageContent>(map).map(|m| content = m.0))
+        })?;
+        Ok(ChoiceContent(content))
+    }
+}
+
+/// A message object's string `content`.
+#[derive(Default)]
+struct MessageContent(Option<String>);
+
+impl<'de> Shape<'de> for MessageContent {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut content = None;
+        fields(map, |key, map| {
+            (key == "content").then(|| read::<_, Str>(map).map(|s| content = s.0))
+        })?;
+        Ok(MessageContent(content))
+    }
+}
+
+/// The first choice's content, skipping the other choices.
+#[derive(Default)]
+struct FirstChoice(Option<String>);
+
+impl<'de> Shape<'de> for FirstChoice {
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let first = seq
+            .next_element::<Tolerant<ChoiceContent>>()?
+            .and_then(|c| c.0 .0);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FirstChoice(first))
+    }
+}
+
+impl<'de> Shape<'de> for CompletionView {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut view = CompletionView::default();
+        fields(map, |key, map| match key {
+            "model" => Some(read::<_, Str>(map).map(|s| view.model = s.0)),
+            "choices" => Some(read::<_, FirstChoice>(map).map(|c| view.content = c.0)),
+            _ => None,
+        })?;
+        Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// What the tree lookups that these readers replace say about a request.
+    fn from_tree(v: &Value) -> RequestView {
+        let messages = v["messages"].as_array();
+        RequestView {
+            has_messages: messages.is_some(),
+            messages: messages
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let role = m.get("role")?.as_str()?.to_owned();
+                    let content = match m.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Array(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        _ => String::new(),
+                    };
+                    Some(ChatMessage { role, content })
+                })
+                .collect(),
+            stream: v.get("stream").and_then(Value::as_bool) == Some(true),
+            model: v.get("model").and_then(Value::as_str).map(str::to_owned),
+        }
+    }
+
+    const REQUESTS: &[&str] = &[
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        r#"{"messages":[],"stream":false}"#,
+        r#"{"messages":{"role":"user"}}"#,
+        r#"{"messages":null,"stream":true}"#,
+        r#"{"stream":"true","messages":[1, "x", null, [], {"content":"no role"}]}"#,
+        r#" {"messages" : [ ] , "stream" : true } "#,
+        r#"{"messages":[],"messages":{}}"#,
+        r#"{"messages":{},"messages":[{"role":"user","content":"last wins"}]}"#,
+        r#"[{"messages":[]}]"#,
+        r#""messages""#,
+        r#"{"model":7,"messages":[{"role":3,"content":"x"},{"role":"tool"}]}"#,
+        r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"u"}},{"text":"b"},"c",{"text":5}]}]}"#,
+        r#"{"messages":[{"role":"user","content":[]},{"role":"user","content":{"text":"x"}},{"role":"assistant","content":null}]}"#,
+        r#"{"messages":[{"role":"us\u0065r","content":"caf\u00e9 \"quoted\"\n","ro\u006ce":"system"}],"model":"a","model":null}"#,
+        r#"{"tools":[{"type":"function","function":{"name":"f","parameters":{"messages":[1]}}}],"messages":[{"role":"user","content":"x","extra":{"deep":[[[{}]]]}}],"n":1.5e3,"stop":["\n"]}"#,
+    ];
+
+    #[test]
+    fn requests_read_as_the_tree_reads_them() {
+        for case in REQUESTS {
+            let tree: Value = serde_json::from_str(case).expect("test cases are JSON");
+            let want = from_tree(&tree);
+            assert_eq!(
+                RequestView::read(case.as_bytes(), true).unwrap(),
+                want,
+                "{case}"
+            );
+            let shape = RequestView::read(case.as_bytes(), false).unwrap();
+            assert_eq!(shape.has_messages, want.has_messages, "{case}");
+            assert_eq!(
+                (shape.stream, &shape.model),
+                (want.stream, &want.model),
+                "{case}"
+            );
+            assert!(shape.messages.is_empty(), "{case}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_an_error_like_the_tree_parse() {
+        for case in [
+            "{",
+            "",
+            "{\"messages\":[] ",
+            "{\"messages\":[]} x",
+            "{'a':1}",
+            "[1,]",
+        ] {
+            let tree = serde_json::from_str::<Value>(case);
+            let view = RequestView::read(case.as_bytes(), true);
+            assert!(tree.is_err() && view.is_err(), "{case}");
+            assert_eq!(tree.unwrap_err().to_string(), view.unwrap_err().to_string());
+        }
+    }
+
+    #[test]
+    fn completions_read_as_the_tree_reads_them() {
+        let cases = [
+            r#"{"id":"x","model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hello \u00e9"},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#,
+            r#"{"choices":[{"message":{"content":null}},{"message":{"content":"second"}}]}"#,
+            r#"{"choices":[],"model":["x"]}"#,
+            r#"{"choices":{"0":{"message":{"content":"not a list"}}}}"#,
+            r#"{"choices":[{"message":{"content":"a","content":"b"}}],"model":"m","model":"n"}"#,
+            r#"{"choices":[{"message":"text"}]}"#,
+            r#"[]"#,
+            r#"null"#,
+        ];
+        for case in cases {
+            let tree: Value = serde_json::from_str(case).unwrap();
+            let view = CompletionView::read(case.as_bytes()).unwrap();
+            assert_eq!(view.model.as_deref(), tree["model"].as_str(), "{case}");
+            assert_eq!(
+                view.content.as_deref(),
+                crate::hooks::message_content(&tree),
+                "{case}"
+            );
+        }
+        assert!(CompletionView::read(b"{\"choices\":").is_err());
+    }
+}
