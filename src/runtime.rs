@@ -382,6 +382,15 @@ impl Reloader {
         result
     }
 
+    /// [`Self::reload`] on the blocking pool: compiling the packs takes about a second of CPU,
+    /// and on the request threads (the only one, with `workers = 1`) it would stall every
+    /// exchange in flight for that long. Requests keep the old set until the swap.
+    async fn reload_off_thread(self: Arc<Self>) {
+        if let Err(e) = tokio::task::spawn_blocking(move || self.reload()).await {
+            tracing::error!(error = %e, "reload task failed, keeping the rules and policy in force");
+        }
+    }
+
     fn try_build(&self) -> Result<String, String> {
         let mut config = match &self.config_path {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -432,7 +441,7 @@ impl Reloader {
             tokio::select! {
                 _ = hup_recv => {
                     tracing::info!("SIGHUP: reloading");
-                    let _ = self.reload();
+                    Arc::clone(&self).reload_off_thread().await;
                     stamp = fingerprint(&watched);
                 }
                 _ = tick.tick() => {
@@ -440,7 +449,7 @@ impl Reloader {
                     if now != stamp {
                         stamp = now;
                         tracing::info!("configuration or rules changed on disk: reloading");
-                        let _ = self.reload();
+                        Arc::clone(&self).reload_off_thread().await;
                     }
                 }
             }
