@@ -15,7 +15,8 @@
 #                        the cores, 1 gives more throughput)
 #   CAREGUARD_GUARD=none the proxy alone, with the pass-through guard (examples/passthrough.rs):
 #                        what the proxy path costs without the engine
-# Results: /tmp/bench/results/results.md (harness output) plus careguard's idle RSS printed here.
+# Results: /tmp/bench/results/results.md (harness output), plus careguard's idle RSS and CPU time
+# per request printed here (SCRATCH: the harness scratch folder, default /tmp/bench).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,4 +69,21 @@ bash "$BENCH_DIR/run.sh" "${TARGETS_ARGS[@]}" "$@" "careguard=http://$LISTEN"
 
 rss_after=$(ps -o rss= -p "$PID" | tr -d ' ')
 echo "careguard idle RSS before load: ${rss_idle} KiB; RSS after load: ${rss_after} KiB"
+
+# CPU time per request: careguard's user and system time (/proc/PID/stat) over a 10 s oha run at
+# concurrency 32 on the harness's chat body. Unlike req/s, this barely moves when other processes
+# share the cores, so it is the number to compare between versions.
+ticks() { awk '{print $14, $15}' "/proc/$PID/stat"; }
+hz=$(getconf CLK_TCK)
+read -r u1 s1 < <(ticks)
+n=$(oha --no-tui --output-format json -z 10s -c 32 -m POST -T application/json \
+    -D "${SCRATCH:-/tmp/bench}/payloads/chat.json" "http://$LISTEN/v1/chat/completions" 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["statusCodeDistribution"].values()))' ||
+    echo 0)
+read -r u2 s2 < <(ticks)
+if [[ "$n" -gt 0 ]]; then
+    awk -v u=$((u2 - u1)) -v s=$((s2 - s1)) -v n="$n" -v hz="$hz" 'BEGIN {
+        printf "careguard CPU per request (c=32, %d requests): %.1f µs (user %.1f, system %.1f)\n",
+            n, (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n }'
+fi
 echo "results: ${RESULTS_DIR:-/tmp/bench/results}/results.md"
