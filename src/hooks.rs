@@ -28,7 +28,8 @@ pub trait Guard: Send + Sync + 'static {
     fn on_request(&self, request: &mut ChatRequest<'_>) -> RequestOutcome;
 
     /// Whether [`Guard::on_request`] reads [`ChatRequest::messages`]. When false the proxy only
-    /// checks that the body is JSON with a `messages` array and hands the hook no messages.
+    /// checks that the body is JSON with a `messages` array and hands the hook no messages (the
+    /// body itself is still there, and an edit through [`JsonBody::json_mut`] still applies).
     fn reads_request_body(&self) -> bool {
         true
     }
@@ -118,7 +119,8 @@ pub struct JsonBody {
 }
 
 impl JsonBody {
-    /// A body of bytes the proxy has read as valid JSON.
+    /// A body of bytes already checked to be valid JSON (the proxy reads every body with
+    /// [`crate::wire`], whose readers reject what the tree would reject).
     pub fn new(bytes: Bytes) -> Self {
         Self {
             bytes,
@@ -137,10 +139,16 @@ impl JsonBody {
         }
     }
 
-    /// The parsed tree (`null` if the bytes were not JSON).
+    /// The parsed tree. Bytes that are not JSON (which [`Self::new`] rules out) read as `null`.
     pub fn json(&self) -> &Value {
         self.tree
-            .get_or_init(|| serde_json::from_slice(&self.bytes).unwrap_or(Value::Null))
+            .get_or_init(|| match serde_json::from_slice(&self.bytes) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    debug_assert!(false, "JsonBody holds bytes that are not JSON: {e}");
+                    Value::Null
+                }
+            })
     }
 
     /// The tree, for an edit: [`Self::to_bytes`] then serialises it.
@@ -153,6 +161,11 @@ impl JsonBody {
     /// Whether [`Self::json_mut`] was called.
     pub fn is_edited(&self) -> bool {
         self.edited
+    }
+
+    /// The bytes as received (or as first serialised), whatever was edited since.
+    pub fn original(&self) -> Bytes {
+        self.bytes.clone()
     }
 
     /// The bytes to send: the original ones, or the edited tree serialised.
@@ -173,7 +186,7 @@ pub struct UpstreamCompletion {
 }
 
 impl UpstreamCompletion {
-    /// Reads a completion's bytes; an error when they are not JSON.
+    /// Reads a completion's bytes; an error, with serde_json's message, when they are not JSON.
     pub fn read(bytes: Bytes) -> Result<Self, serde_json::Error> {
         let view = CompletionView::read(&bytes)?;
         Ok(Self {
@@ -214,7 +227,7 @@ impl UpstreamCompletion {
 
     /// The bytes as received.
     pub fn bytes(&self) -> Bytes {
-        self.body.bytes.clone()
+        self.body.original()
     }
 }
 
@@ -688,6 +701,8 @@ mod tests {
         assert_eq!(sent["model"], "n");
         assert_eq!(sent["x"], json!(1.5));
         assert_eq!(sent["messages"][0]["content"], "hi");
+        // `RequestAction::Forward` sends these, edit or not.
+        assert_eq!(body.original(), raw.as_bytes());
     }
 
     #[test]

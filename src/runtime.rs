@@ -385,9 +385,13 @@ impl Reloader {
     /// [`Self::reload`] on the blocking pool: compiling the packs takes about a second of CPU,
     /// and on the request threads (the only one, with `workers = 1`) it would stall every
     /// exchange in flight for that long. Requests keep the old set until the swap.
+    /// The blocking job runs to its end even if this future is dropped (a reload that started
+    /// still swaps the set in).
     async fn reload_off_thread(self: Arc<Self>) {
+        let live = Arc::clone(&self.live);
         if let Err(e) = tokio::task::spawn_blocking(move || self.reload()).await {
             tracing::error!(error = %e, "reload task failed, keeping the rules and policy in force");
+            live.metrics.reload(false);
         }
     }
 

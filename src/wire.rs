@@ -5,22 +5,24 @@
 //! A `serde_json::Value` of a 3 KB chat request costs an allocation per string, number, array
 //! and object (plus an index map per object): about 5 µs, of a guarded exchange's ~40. These
 //! readers visit the same bytes once, allocate only the texts they keep, and skip the rest with
-//! `IgnoredAny`. The tree is still built when someone needs it (an edit, a re-ask, a
-//! replacement built from the reply): see [`crate::hooks::JsonBody`].
+//! [`Skip`]. The tree is still built when someone needs it (an edit, a re-ask, a replacement
+//! built from the reply): see [`crate::hooks::JsonBody`].
 //!
 //! Decisions:
 //! - **Same answers as the tree.** Every reader is tolerant the way `Value` lookups are: a
 //!   field of an unexpected type reads as absent, never as an error, and a repeated key keeps its
 //!   last value (as `Value` does). Only invalid JSON is an error, with serde_json's own message.
 //!   A test compares each reader with the tree lookups it replaces on tricky bodies.
+//! - **As strict as the tree.** What is skipped is still checked as `Value` would check it
+//!   (UTF-8, escapes, number range, the nesting limit): serde's `IgnoredAny` skips without those
+//!   checks, so a body the tree would reject could pass, and a tree built later from it (for an
+//!   edit or a replacement) would fail. So bytes these readers accept always parse into a tree.
 //! - A message's `content` given as a list of parts reads as the parts' `text` fields joined by
 //!   newlines (image and audio parts carry no text).
 
 use std::fmt;
 
-use serde::de::{
-    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// One chat message as the guard reads it: its role and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,50 @@ impl CompletionView {
     }
 }
 
+/// Any JSON value, checked as `serde_json::Value` checks it and then dropped: strings are read
+/// (UTF-8 and escapes checked, borrowed when they have no escapes), numbers parsed, arrays and
+/// objects walked within serde_json's nesting limit, and nothing is kept.
+pub(crate) struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Key<'de>, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A value read by a [`Shape`], or its default when the JSON has another type.
 struct Tolerant<T>(T);
 
@@ -84,11 +130,11 @@ trait Shape<'de>: Default + Sized {
         Self::default()
     }
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Self::default())
     }
     fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Key<'de>, Skip>()?.is_some() {}
         Ok(Self::default())
     }
 }
@@ -166,7 +212,7 @@ where
         match f(&key, &mut map) {
             Some(read) => read?,
             None => {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Skip>()?;
             }
         }
     }
@@ -271,7 +317,7 @@ struct IsArray(bool);
 
 impl<'de> Shape<'de> for IsArray {
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(IsArray(true))
     }
 }
@@ -310,7 +356,7 @@ impl<'de> DeserializeSeed<'de> for RequestSeed {
                 Ok(RequestView::default())
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequestView, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skip>()?.is_some() {}
                 Ok(RequestView::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RequestView, A::Error> {
@@ -373,7 +419,7 @@ impl<'de> Shape<'de> for FirstChoice {
         let first = seq
             .next_element::<Tolerant<ChoiceContent>>()?
             .and_then(|c| c.0 .0);
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(FirstChoice(first))
     }
 }
@@ -463,18 +509,52 @@ mod tests {
 
     #[test]
     fn invalid_json_is_an_error_like_the_tree_parse() {
-        for case in [
+        let deep = |open: &str, close: &str| {
+            format!(
+                r#"{{"messages":[],"tools":{}{}}}"#,
+                open.repeat(200),
+                close.repeat(200)
+            )
+        };
+        let mut cases: Vec<Vec<u8>> = [
             "{",
             "",
             "{\"messages\":[] ",
             "{\"messages\":[]} x",
             "{'a':1}",
             "[1,]",
-        ] {
-            let tree = serde_json::from_str::<Value>(case);
-            let view = RequestView::read(case.as_bytes(), true);
-            assert!(tree.is_err() && view.is_err(), "{case}");
-            assert_eq!(tree.unwrap_err().to_string(), view.unwrap_err().to_string());
+            // Invalid only inside what the readers skip: still rejected, as the tree rejects it.
+            r#"{"messages":[],"user":"\ud800"}"#,
+            r#"{"messages":[],"temperature":1e400}"#,
+            r#"{"messages":[{"role":"user","content":"x","name":"\ud800x"}]}"#,
+            r#"{"x":"\q","messages":[]}"#,
+        ]
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+        cases.push(deep("[", "]").into_bytes());
+        cases.push(deep("{\"a\":", "}").into_bytes());
+        cases
+            .push(format!(r#"{{"messages":{}{}}}"#, "[".repeat(200), "]".repeat(200)).into_bytes());
+        cases.push(b"{\"messages\":[],\"user\":\"\xff\xfe\"}".to_vec());
+        cases.push(b"{\"x\":\"\xff\"}".to_vec());
+        for case in &cases {
+            let shown = String::from_utf8_lossy(case);
+            let tree = serde_json::from_slice::<Value>(case);
+            for with_messages in [true, false] {
+                let view = RequestView::read(case, with_messages);
+                assert!(tree.is_err() && view.is_err(), "{shown}");
+                assert_eq!(
+                    tree.as_ref().unwrap_err().to_string(),
+                    view.unwrap_err().to_string(),
+                    "{shown}"
+                );
+            }
+            assert_eq!(
+                tree.unwrap_err().to_string(),
+                CompletionView::read(case).unwrap_err().to_string(),
+                "{shown}"
+            );
         }
     }
 

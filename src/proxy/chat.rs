@@ -201,7 +201,8 @@ async fn run(
     }
     *extra = outcome.response_headers;
     let send = match outcome.action {
-        RequestAction::Forward | RequestAction::ForwardEdited => request_body.to_bytes(),
+        RequestAction::Forward => request_body.original(),
+        RequestAction::ForwardEdited => request_body.to_bytes(),
         RequestAction::Respond(Reply::Error(e)) => return Err(ProxyError::Guard(e)),
         RequestAction::Respond(Reply::Completion(completion)) => {
             if stream {
