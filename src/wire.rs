@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// One chat message as the guard reads it: its role and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +49,11 @@ pub struct RequestView {
 impl RequestView {
     /// Reads `bytes`; `with_messages` false skips the messages (only checks they are an array).
     pub fn read(bytes: &[u8], with_messages: bool) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let view = RequestSeed { with_messages }.deserialize(&mut de)?;
-        de.end()?;
-        Ok(view)
+        if with_messages {
+            serde_json::from_slice::<Tolerant<WithMessages>>(bytes).map(|t| t.0 .0)
+        } else {
+            serde_json::from_slice::<Tolerant<WithoutMessages>>(bytes).map(|t| t.0 .0)
+        }
     }
 }
 
@@ -74,47 +75,14 @@ impl CompletionView {
 
 /// Any JSON value, checked as `serde_json::Value` checks it and then dropped: strings are read
 /// (UTF-8 and escapes checked, borrowed when they have no escapes), numbers parsed, arrays and
-/// objects walked within serde_json's nesting limit, and nothing is kept.
-pub(crate) struct Skip;
+/// objects walked within serde_json's nesting limit, and nothing is kept. It is the [`Shape`]
+/// that keeps nothing, so the shapes' defaults skip with it.
+type Skip = Tolerant<Nothing>;
 
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Skip;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-                while map.next_entry::<Key<'de>, Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+#[derive(Default)]
+struct Nothing;
+
+impl Shape<'_> for Nothing {}
 
 /// A value read by a [`Shape`], or its default when the JSON has another type.
 struct Tolerant<T>(T);
@@ -322,64 +290,43 @@ impl<'de> Shape<'de> for IsArray {
     }
 }
 
-/// Reads a request body, with or without its messages.
-struct RequestSeed {
-    with_messages: bool,
+/// A request body with its messages.
+#[derive(Default)]
+struct WithMessages(RequestView);
+
+/// A request body, its messages only checked to be an array.
+#[derive(Default)]
+struct WithoutMessages(RequestView);
+
+impl<'de> Shape<'de> for WithMessages {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        request(map, true).map(WithMessages)
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for RequestSeed {
-    type Value = RequestView;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RequestView, D::Error> {
-        struct V(bool);
-        impl<'de> Visitor<'de> for V {
-            type Value = RequestView;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<RequestView, E> {
-                Ok(RequestView::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequestView, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(RequestView::default())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RequestView, A::Error> {
-                let with_messages = self.0;
-                let mut view = RequestView::default();
-                fields(map, |key, map| match key {
-                    "messages" if with_messages => Some(read::<_, Messages>(map).map(|m| {
-                        view.has_messages = m.0.is_some();
-                        view.messages = m.0.unwrap_or_default();
-                    })),
-                    "messages" => Some(read::<_, IsArray>(map).map(|a| {
-                        view.has_messages = a.0;
-                        view.messages.clear();
-                    })),
-                    "stream" => Some(read::<_, Bool>(map).map(|b| view.stream = b.0 == Some(true))),
-                    "model" => Some(read::<_, Str>(map).map(|s| view.model = s.0)),
-                    _ => None,
-                })?;
-                Ok(view)
-            }
-        }
-        d.deserialize_any(V(self.with_messages))
+impl<'de> Shape<'de> for WithoutMessages {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        request(map, false).map(WithoutMessages)
     }
+}
+
+/// The fields of a request object; a body that is not an object reads as the default view.
+fn request<'de, A: MapAccess<'de>>(map: A, with_messages: bool) -> Result<RequestView, A::Error> {
+    let mut view = RequestView::default();
+    fields(map, |key, map| match key {
+        "messages" if with_messages => Some(read::<_, Messages>(map).map(|m| {
+            view.has_messages = m.0.is_some();
+            view.messages = m.0.unwrap_or_default();
+        })),
+        "messages" => Some(read::<_, IsArray>(map).map(|a| {
+            view.has_messages = a.0;
+            view.messages.clear();
+        })),
+        "stream" => Some(read::<_, Bool>(map).map(|b| view.stream = b.0 == Some(true))),
+        "model" => Some(read::<_, Str>(map).map(|s| view.model = s.0)),
+        _ => None,
+    })?;
+    Ok(view)
 }
 
 /// `choices[0].message.content`, within one choice.

@@ -20,6 +20,18 @@ pub enum Role {
     Other,
 }
 
+impl Role {
+    /// The role of an OpenAI chat message's `role` field (`developer` counts as system).
+    pub fn from_openai(role: &str) -> Self {
+        match role {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            _ => Role::Other,
+        }
+    }
+}
+
 /// One message of a conversation, its content flattened to text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -40,12 +52,7 @@ impl Message {
 
     /// Reads one OpenAI chat message (`{"role", "content"}`, content a string or a list of parts).
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
-        let role = match value.get("role")?.as_str()? {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            _ => Role::Other,
-        };
+        let role = Role::from_openai(value.get("role")?.as_str()?);
         let content = match value.get("content") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Array(parts)) => parts

@@ -489,15 +489,9 @@ impl Guard for CareGuard {
     }
 }
 
-/// The engine's view of a chat message (roles as [`Message::from_json`] reads them).
+/// The engine's view of a chat message.
 fn engine_message(m: crate::hooks::ChatMessage) -> Message {
-    let role = match m.role.as_str() {
-        "system" | "developer" => Role::System,
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        _ => Role::Other,
-    };
-    Message::new(role, m.content)
+    Message::new(Role::from_openai(&m.role), m.content)
 }
 
 /// Whether `text` already names a crisis resource.
