@@ -31,7 +31,7 @@ impl Splitter {
         let mut start = 0;
         let mut line_start = 0;
         let mut pos = 0;
-        while let Some(i) = src[pos..].iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', &src[pos..]) {
             let nl = pos + i;
             let line = &src[line_start..nl];
             let empty = line.is_empty() || line == b"\r";
@@ -55,29 +55,42 @@ impl Splitter {
 }
 
 /// The `data` payload of one event: `None` for events without `data` lines (comments, keep-alives).
-pub fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    let mut found: Option<std::borrow::Cow<'_, [u8]>> = None;
+pub fn data_of(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    // The usual event, one `data:` line then the blank line, is read without a line loop.
+    if let Some(nl) = memchr::memchr(b'\n', event) {
+        if matches!(&event[nl + 1..], b"\n" | b"\r\n" | b"") {
+            return data_value(strip_cr(&event[..nl])).map(Cow::Borrowed);
+        }
+    }
+    let mut found: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(value) = line.strip_prefix(b"data") else {
+        let Some(value) = data_value(strip_cr(line)) else {
             continue;
         };
-        let value = match value {
-            [] => value,
-            [b':', rest @ ..] => rest.strip_prefix(b" ").unwrap_or(rest),
-            _ => continue,
-        };
         found = Some(match found {
-            None => std::borrow::Cow::Borrowed(value),
+            None => Cow::Borrowed(value),
             Some(prev) => {
                 let mut joined = prev.into_owned();
                 joined.push(b'\n');
                 joined.extend_from_slice(value);
-                std::borrow::Cow::Owned(joined)
+                Cow::Owned(joined)
             }
         });
     }
     found
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The value of a `data` field line (`data`, `data:value` or `data: value`), else `None`.
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    match line.strip_prefix(b"data")? {
+        [] => Some(&[]),
+        [b':', rest @ ..] => Some(rest.strip_prefix(b" ").unwrap_or(rest)),
+        _ => None,
+    }
 }
 
 /// What the proxy reads from one `data` payload without building a JSON tree:
@@ -226,6 +239,12 @@ mod tests {
         assert_eq!(data_of(b"data:x\ndata: y\n\n").unwrap().as_ref(), b"x\ny");
         assert!(data_of(b": comment\n\n").is_none());
         assert!(data_of(b"database: 1\n\n").is_none());
+        assert_eq!(data_of(b"data: x\r\n\r\n").unwrap().as_ref(), b"x");
+        assert_eq!(data_of(b"data\n\n").unwrap().as_ref(), b"");
+        assert_eq!(data_of(b"data:  two\n\n").unwrap().as_ref(), b" two");
+        assert_eq!(data_of(b"id: 1\ndata: x\n\n").unwrap().as_ref(), b"x");
+        assert_eq!(data_of(b"data: x\nid: 1\n\n").unwrap().as_ref(), b"x");
+        assert!(data_of(b"\n").is_none());
     }
 
     #[test]

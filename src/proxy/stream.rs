@@ -73,6 +73,12 @@ pub struct GuardedSse {
     last_frame: Instant,
     /// Whether this body already yielded once waiting for more buffered upstream data.
     yielded: u8,
+    /// Whether a data frame went to the client yet: the first one is never held back to
+    /// coalesce, so a stream's first bytes leave as soon as they are cleared.
+    sent_any: bool,
+    /// Set when the first frame was handed to hyper: the next poll yields once, which makes
+    /// hyper write it (with the response head) instead of buffering it with the frames after.
+    flush_first: bool,
     /// Bytes of events the stream guard has seen since its last `on_flush`.
     unflushed: usize,
 }
@@ -108,9 +114,11 @@ impl GuardedSse {
             tail: Vec::new(),
             last_frame: Instant::now(),
             yielded: 0,
+            sent_any: false,
+            flush_first: false,
             unflushed: 0,
         };
-        body.on_upstream(first);
+        body.on_upstream(first, std::time::Instant::now());
         body
     }
 
@@ -144,6 +152,8 @@ impl GuardedSse {
             tail: Vec::new(),
             last_frame: Instant::now(),
             yielded: 0,
+            sent_any: false,
+            flush_first: false,
             unflushed: 0,
         }
     }
@@ -163,6 +173,7 @@ impl GuardedSse {
 
     /// Everything queued for the client as one buffer.
     fn take_out(&mut self) -> Bytes {
+        self.sent_any = true;
         if self.out.len() == 1 {
             return self.out.pop_front().expect("one");
         }
@@ -179,9 +190,13 @@ impl GuardedSse {
             .expect("exchange lives until the body ends")
     }
 
-    /// Handles one poll result from the upstream body.
-    fn on_upstream(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) {
-        let started = std::time::Instant::now();
+    /// Handles one poll result from the upstream body, which arrived at `started` (one clock
+    /// read serves both the chunk timeout and the overhead measurement).
+    fn on_upstream(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+        started: std::time::Instant,
+    ) {
         match (self.phase, frame) {
             (Phase::Streaming, Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
@@ -509,6 +524,15 @@ impl Body for GuardedSse {
                 this.on_reask(result);
                 continue;
             }
+            if this.flush_first {
+                this.flush_first = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !this.sent_any && !this.out.is_empty() {
+                this.flush_first = true;
+                return Poll::Ready(Some(Ok(Frame::data(this.take_out()))));
+            }
             let Some(upstream) = this.upstream.as_mut() else {
                 if !this.out.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(this.take_out()))));
@@ -527,8 +551,9 @@ impl Body for GuardedSse {
                         this.phase = Phase::Finished;
                         continue;
                     }
-                    this.last_frame = Instant::now();
-                    this.on_upstream(frame);
+                    let now = Instant::now();
+                    this.last_frame = now;
+                    this.on_upstream(frame, now.into_std());
                     if this.unflushed >= COALESCE_LIMIT {
                         this.checkpoint();
                     }
