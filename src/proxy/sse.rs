@@ -118,9 +118,34 @@ struct ChunkRepr<'a> {
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     system_fingerprint: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    choices: Option<Vec<ChoiceRepr<'a>>>,
+    choices: Option<FirstOf<ChoiceRepr<'a>>>,
     #[serde(default)]
     usage: Option<IgnoredAny>,
+}
+
+/// The first element of a JSON array (`None` when empty); the others are skipped, so reading a
+/// chunk allocates no vector.
+struct FirstOf<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FirstOf<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = FirstOf<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FirstOf(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -152,7 +177,7 @@ impl<'a> ChunkView<'a> {
             Ok(c) => Ok(Self {
                 content: c
                     .choices
-                    .and_then(|c| c.into_iter().next())
+                    .and_then(|c| c.0)
                     .and_then(|c| c.delta)
                     .and_then(|d| d.content),
                 usage: c.usage.is_some(),
