@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use super::matcher::Hit;
-use super::normalize::{normalize, Normalized};
+use super::normalize::Normalized;
 use super::pack::{Rule, RuleKind, RuleSet, Scope};
 use super::types::{
     Assessment, Condition, ConditionFinding, ContextKind, Evidence, Level, Message, RequestFinding,
@@ -38,9 +38,8 @@ pub struct Signal {
 
 /// Scans one user text and returns the rule indices and original spans of surviving hits.
 pub fn scan_text(rules: &RuleSet, text: &str) -> Vec<(usize, (usize, usize))> {
-    let norm = normalize(text, &rules.slang);
     let mut hits = Vec::new();
-    rules.input.scan(&norm.text, &mut hits);
+    let norm = rules.input.scan_raw(text, &mut hits);
     surviving(rules, &norm, &hits, false)
         .into_iter()
         .map(|h| (h.rule, norm.original_span(h.start, h.end)))
@@ -49,12 +48,11 @@ pub fn scan_text(rules: &RuleSet, text: &str) -> Vec<(usize, (usize, usize))> {
 
 /// Like [`scan_text`] but returns the raw hits before any suppression (for linting).
 pub fn raw_hits(rules: &RuleSet, text: &str, reply: bool) -> Vec<usize> {
-    let norm = normalize(text, &rules.slang);
     let mut hits = Vec::new();
     if reply {
-        rules.reply.scan(&norm.text, &mut hits);
+        rules.reply.scan_raw(text, &mut hits);
     } else {
-        rules.input.scan(&norm.text, &mut hits);
+        rules.input.scan_raw(text, &mut hits);
     }
     hits.into_iter().map(|h| h.rule).collect()
 }
@@ -156,9 +154,8 @@ pub struct MessageHit {
 /// Normalises and scans one user message. The result depends only on the text and the rules,
 /// which is what lets [`super::cache::MessageCache`] keep it across turns.
 pub fn message_hits(rules: &RuleSet, text: &str) -> Vec<MessageHit> {
-    let norm = normalize(text, &rules.slang);
     let mut hits = Vec::new();
-    rules.input.scan(&norm.text, &mut hits);
+    let norm = rules.input.scan_raw(text, &mut hits);
     let with_distress = surviving(rules, &norm, &hits, true);
     let benign_context = hits.iter().any(|h| {
         matches!(

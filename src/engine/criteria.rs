@@ -26,7 +26,6 @@
 use std::sync::Arc;
 
 use super::matcher::Matcher;
-use super::normalize::normalize;
 use super::pack::{RuleKind, RuleSet};
 use super::types::{Assessment, Condition, Criterion, Evidence, Feature, RequestKind, Violation};
 
@@ -88,9 +87,8 @@ pub fn features(rules: &RuleSet, reply: &str) -> Features {
 /// The features of `reply` that the rules of `matcher` (all reply rules, or a subset of them)
 /// find.
 fn features_with(rules: &RuleSet, matcher: &Matcher, reply: &str) -> Features {
-    let norm = normalize(reply, &rules.slang);
     let mut hits = Vec::new();
-    matcher.scan(&norm.text, &mut hits);
+    let norm = matcher.scan_raw(reply, &mut hits);
     let mut found = Vec::with_capacity(hits.len());
     for h in hits {
         let rule = &rules.rules[h.rule];

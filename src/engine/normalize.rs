@@ -42,9 +42,10 @@ impl Normalized {
 }
 
 /// Slang and abbreviation expansion, built from the rule packs' `[slang]` tables.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Slang {
     automaton: Option<AhoCorasick>,
+    keys: Vec<String>,
     replacements: Vec<String>,
 }
 
@@ -52,10 +53,7 @@ impl Slang {
     /// Builds the expander from `(slang, expansion)` pairs, both given in normalised form.
     pub fn new(pairs: &[(String, String)]) -> Self {
         if pairs.is_empty() {
-            return Self {
-                automaton: None,
-                replacements: Vec::new(),
-            };
+            return Self::default();
         }
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
@@ -63,11 +61,19 @@ impl Slang {
             .ok();
         Self {
             automaton,
+            keys: pairs.iter().map(|(k, _)| k.clone()).collect(),
             replacements: pairs.iter().map(|(_, v)| v.clone()).collect(),
         }
     }
 
-    fn expand(&self, input: Normalized) -> Normalized {
+    /// The slang words, in normalised form: text where none of them occurs on word boundaries
+    /// is left as it is by [`Self::expand`].
+    pub(crate) fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Step 6 on text that has been through steps 1 to 5 ([`normalize_unexpanded`]).
+    pub(crate) fn expand(&self, input: Normalized) -> Normalized {
         let Some(ac) = &self.automaton else {
             return input;
         };
@@ -110,12 +116,18 @@ fn is_word_boundary(bytes: &[u8], at: usize) -> bool {
 
 /// Normalises `raw` (see the module documentation for the steps).
 pub fn normalize(raw: &str, slang: &Slang) -> Normalized {
+    slang.expand(normalize_unexpanded(raw))
+}
+
+/// Steps 1 to 5 of [`normalize`]: all but the slang expansion, which
+/// [`super::matcher::Matcher::scan_raw`] applies only when a slang word occurs.
+pub(crate) fn normalize_unexpanded(raw: &str) -> Normalized {
     if raw.is_ascii() {
-        return slang.expand(normalize_ascii(raw.as_bytes()));
+        return normalize_ascii(raw.as_bytes());
     }
     match fold_to_ascii(raw) {
-        Some((bytes, src)) => slang.expand(normalize_ascii_spans(bytes, src)),
-        None => normalize_unicode(raw, slang),
+        Some((bytes, src)) => normalize_ascii_spans(bytes, src),
+        None => normalize_unicode(raw),
     }
 }
 
@@ -185,12 +197,11 @@ fn normalize_ascii(raw: &[u8]) -> Normalized {
 /// byte; see [`fold_to_ascii`]). No step looks at a span, it only keeps or merges them.
 fn normalize_ascii_spans(mut b: Vec<u8>, mut src: Vec<(u32, u32)>) -> Normalized {
     // Step 1: lower case, every white space byte a space; `src[i]` is where byte `i` came from.
+    // Without branches, so that the loop vectorises.
     for c in &mut b {
-        *c = if matches!(*c, b' ' | b'\t'..=b'\r') {
-            b' '
-        } else {
-            c.to_ascii_lowercase()
-        };
+        let space = (*c == b' ') | (c.wrapping_sub(b'\t') <= b'\r' - b'\t');
+        let lower = *c | (u8::from(c.wrapping_sub(b'A') < 26) << 5);
+        *c = if space { b' ' } else { lower };
     }
     // Runs of white space collapsed: a space at the start or after a space goes.
     if b.first() == Some(&b' ') || any_pair(&b, |x, y| x == b' ' && y == b' ') {
@@ -201,14 +212,15 @@ fn normalize_ascii_spans(mut b: Vec<u8>, mut src: Vec<(u32, u32)>) -> Normalized
     }
     // Steps 3 and 4: leetspeak inside tokens, then apostrophes between letters.
     leet_ascii(&mut b);
-    if b.contains(&b'\'') {
-        let doomed: Vec<usize> = (1..b.len().saturating_sub(1))
-            .filter(|&k| {
-                b[k] == b'\'' && b[k - 1].is_ascii_alphabetic() && b[k + 1].is_ascii_alphabetic()
-            })
-            .collect();
-        remove(&mut b, &mut src, &doomed);
-    }
+    let doomed: Vec<usize> = memchr::memchr_iter(b'\'', &b)
+        .filter(|&k| {
+            k > 0
+                && k + 1 < b.len()
+                && b[k - 1].is_ascii_alphabetic()
+                && b[k + 1].is_ascii_alphabetic()
+        })
+        .collect();
+    remove(&mut b, &mut src, &doomed);
     // Step 5: stretched letters, when a run of three equal letters exists at all.
     if has_stretch(&b) {
         unstretch(&mut b, &mut src);
@@ -347,7 +359,7 @@ fn leet_ascii(b: &mut [u8]) {
     }
 }
 
-fn normalize_unicode(raw: &str, slang: &Slang) -> Normalized {
+fn normalize_unicode(raw: &str) -> Normalized {
     let mut chars: Vec<(char, u32, u32)> = Vec::with_capacity(raw.len());
     for (i, c) in raw.char_indices() {
         let span = (i as u32, (i + c.len_utf8()) as u32);
@@ -395,7 +407,7 @@ fn normalize_unicode(raw: &str, slang: &Slang) -> Normalized {
         }
         i = j;
     }
-    slang.expand(out)
+    out
 }
 
 fn push_char(chars: &mut Vec<(char, u32, u32)>, c: char, span: (u32, u32)) {
@@ -634,7 +646,7 @@ mod tests {
         }
         for s in &fixed {
             let fast = slang_free(normalize_ascii(s.as_bytes()));
-            let slow = slang_free(normalize_unicode(s, &Slang::new(&[])));
+            let slow = slang_free(normalize_unicode(s));
             assert_eq!(fast, slow, "{s:?}");
         }
     }
@@ -680,7 +692,7 @@ mod tests {
             let s: String = (0..len)
                 .map(|_| pieces[(next() % pieces.len() as u64) as usize])
                 .collect();
-            let slow = slang_free(normalize_unicode(&s, &Slang::new(&[])));
+            let slow = slang_free(normalize_unicode(&s));
             if let Some((bytes, src)) = fold_to_ascii(&s) {
                 assert_eq!(slang_free(normalize_ascii_spans(bytes, src)), slow, "{s:?}");
                 folded += 1;

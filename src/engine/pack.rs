@@ -596,7 +596,7 @@ fn compile(parsed: &[(&str, &str, RawPack)], errors: &mut Vec<PackError>) -> Opt
     if !errors.is_empty() {
         return None;
     }
-    let input = match Matcher::new(&input_patterns, &input_terms) {
+    let input = match Matcher::new(&input_patterns, &input_terms, &slang) {
         Ok(m) => m,
         Err(e) => {
             errors.push(PackError {
@@ -608,7 +608,7 @@ fn compile(parsed: &[(&str, &str, RawPack)], errors: &mut Vec<PackError>) -> Opt
             return None;
         }
     };
-    let reply = match Matcher::new(&reply_patterns, &reply_terms) {
+    let reply = match Matcher::new(&reply_patterns, &reply_terms, &slang) {
         Ok(m) => m,
         Err(e) => {
             errors.push(PackError {
@@ -627,7 +627,7 @@ fn compile(parsed: &[(&str, &str, RawPack)], errors: &mut Vec<PackError>) -> Opt
             .cloned()
             .collect()
     };
-    let reply_stigma = Matcher::new(&stigma(&reply_patterns), &stigma(&reply_terms))
+    let reply_stigma = Matcher::new(&stigma(&reply_patterns), &stigma(&reply_terms), &slang)
         .expect("a subset of the reply rules compiles");
     Some((rules, input, reply, reply_stigma, slang, negation, packs))
 }
