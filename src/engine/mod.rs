@@ -16,6 +16,7 @@ pub mod matcher;
 pub mod normalize;
 pub mod pack;
 mod prefilter;
+mod spanmap;
 mod types;
 
 pub use pack::{PackError, PackErrors, RuleSet};

@@ -20,13 +20,15 @@
 use aho_corasick::{AhoCorasick, MatchKind};
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
+use super::spanmap::SpanMap;
+
 /// Normalised text and the map from each of its bytes back to the original text.
 #[derive(Debug, Clone, Default)]
 pub struct Normalized {
     /// The normalised text.
     pub text: String,
     /// For each byte of `text`, the byte range of the original text it came from.
-    src: Vec<(u32, u32)>,
+    src: SpanMap,
 }
 
 impl Normalized {
@@ -35,8 +37,9 @@ impl Normalized {
         if self.src.is_empty() || start >= end {
             return (0, 0);
         }
-        let s = self.src[start.min(self.src.len() - 1)].0;
-        let e = self.src[(end - 1).min(self.src.len() - 1)].1;
+        let last = self.src.len() - 1;
+        let s = self.src.get(start.min(last)).0;
+        let e = self.src.get((end - 1).min(last)).1;
         (s as usize, e as usize)
     }
 }
@@ -80,7 +83,7 @@ impl Slang {
         let bytes = input.text.as_bytes();
         let mut out = Normalized {
             text: String::with_capacity(input.text.len() + 16),
-            src: Vec::with_capacity(input.src.len() + 16),
+            src: SpanMap::default(),
         };
         let mut last = 0;
         for m in ac.find_iter(bytes) {
@@ -88,18 +91,18 @@ impl Slang {
                 continue;
             }
             out.text.push_str(&input.text[last..m.start()]);
-            out.src.extend_from_slice(&input.src[last..m.start()]);
-            let span = (input.src[m.start()].0, input.src[m.end() - 1].1);
+            out.src.extend_from(&input.src, last, m.start());
+            let span = (input.src.get(m.start()).0, input.src.get(m.end() - 1).1);
             let replacement = &self.replacements[m.pattern().as_usize()];
             out.text.push_str(replacement);
-            out.src.extend(std::iter::repeat_n(span, replacement.len()));
+            out.src.push_run(span, 0, replacement.len());
             last = m.end();
         }
         if last == 0 {
             return input;
         }
         out.text.push_str(&input.text[last..]);
-        out.src.extend_from_slice(&input.src[last..]);
+        out.src.extend_from(&input.src, last, input.src.len());
         out
     }
 }
@@ -131,9 +134,6 @@ pub(crate) fn normalize_unexpanded(raw: &str) -> Normalized {
     }
 }
 
-/// For each byte of a text being normalised, the span of the original text it came from.
-type Spans = Vec<(u32, u32)>;
-
 /// Step 1 and the character folding of step 2 for text that is ASCII but for a few characters
 /// which all fold to ASCII (typographic quotes, no-break spaces, accented letters): the bytes
 /// and their spans exactly as [`normalize_unicode`] would push them, so the ASCII steps can
@@ -143,9 +143,9 @@ type Spans = Vec<(u32, u32)>;
 /// Real messages are often like this (three in five replies of a counselling data set hold a
 /// `’` or a no-break space), and the slow path costs ~10x the fast one per byte: it decodes
 /// every character into a vector of `(char, u32, u32)` and runs each step over that.
-fn fold_to_ascii(raw: &str) -> Option<(Vec<u8>, Spans)> {
+fn fold_to_ascii(raw: &str) -> Option<(Vec<u8>, SpanMap)> {
     let mut bytes = Vec::with_capacity(raw.len());
-    let mut src = Vec::with_capacity(raw.len());
+    let mut src = SpanMap::default();
     let mut ok = true;
     for (i, c) in raw.char_indices() {
         let span = (i as u32, (i + c.len_utf8()) as u32);
@@ -189,13 +189,12 @@ fn fold_to_ascii(raw: &str) -> Option<(Vec<u8>, Spans)> {
 /// compiler vectorises), and each later step first asks, with a cheap scan, whether it has
 /// anything to do; removals then move whole stretches of bytes, not byte after byte.
 fn normalize_ascii(raw: &[u8]) -> Normalized {
-    let src: Vec<(u32, u32)> = (0..raw.len() as u32).map(|i| (i, i + 1)).collect();
-    normalize_ascii_spans(raw.to_vec(), src)
+    normalize_ascii_spans(raw.to_vec(), SpanMap::identity(raw.len()))
 }
 
 /// [`normalize_ascii`] on ASCII bytes `b` whose spans in the original text are `src` (one per
 /// byte; see [`fold_to_ascii`]). No step looks at a span, it only keeps or merges them.
-fn normalize_ascii_spans(mut b: Vec<u8>, mut src: Vec<(u32, u32)>) -> Normalized {
+fn normalize_ascii_spans(mut b: Vec<u8>, mut src: SpanMap) -> Normalized {
     // Step 1: lower case, every white space byte a space; `src[i]` is where byte `i` came from.
     // Without branches, so that the loop vectorises.
     for c in &mut b {
@@ -244,19 +243,20 @@ fn any_pair(b: &[u8], pred: impl Fn(u8, u8) -> bool) -> bool {
 
 /// Removes the bytes at `doomed` (ascending) from `b` and their spans from `src`, moving the
 /// stretches between them in bulk.
-fn remove(b: &mut Vec<u8>, src: &mut Vec<(u32, u32)>, doomed: &[usize]) {
+fn remove(b: &mut Vec<u8>, src: &mut SpanMap, doomed: &[usize]) {
     let Some(&first) = doomed.first() else {
         return;
     };
+    let old = std::mem::take(src);
+    src.extend_from(&old, 0, first);
     let mut w = first;
     for (i, &k) in doomed.iter().enumerate() {
         let next = doomed.get(i + 1).copied().unwrap_or(b.len());
         b.copy_within(k + 1..next, w);
-        src.copy_within(k + 1..next, w);
+        src.extend_from(&old, k + 1, next);
         w += next - k - 1;
     }
     b.truncate(w);
-    src.truncate(w);
 }
 
 /// Whether `b` holds a run of three or more of the same letter.
@@ -274,29 +274,28 @@ fn has_stretch(b: &[u8]) -> bool {
         })
 }
 
-/// Step 5 in place: the third letter of a run takes the second back out, and every further
-/// letter only stretches the kept one's span.
-fn unstretch(b: &mut Vec<u8>, src: &mut Vec<(u32, u32)>) {
-    let mut w = 0usize;
-    let mut run = 0usize;
-    let mut prev = 0u8;
-    for k in 0..b.len() {
-        let (c, span) = (b[k], src[k]);
-        run = if c == prev { run + 1 } else { 1 };
-        prev = c;
-        if run < 3 || !c.is_ascii_alphabetic() {
-            b[w] = c;
-            src[w] = span;
-            w += 1;
-        } else {
-            if run == 3 {
-                w -= 1;
-            }
-            src[w - 1].1 = span.1;
+/// Step 5 in place: a run of three or more of one letter keeps its first, whose span then
+/// reaches to the end of the run's last.
+fn unstretch(b: &mut Vec<u8>, src: &mut SpanMap) {
+    let old = std::mem::take(src);
+    // `b[..w]` is done; `b[last..k]` is still to be moved down to `w`.
+    let (mut w, mut last, mut k) = (0, 0, 0);
+    while k < b.len() {
+        let c = b[k];
+        let j = k + b[k..].iter().take_while(|&&x| x == c).count();
+        if j - k >= 3 && c.is_ascii_alphabetic() {
+            b.copy_within(last..=k, w);
+            w += k + 1 - last;
+            src.extend_from(&old, last, k);
+            src.push((old.get(k).0, old.get(j - 1).1));
+            last = j;
         }
+        k = j;
     }
-    b.truncate(w);
-    src.truncate(w);
+    let n = b.len();
+    b.copy_within(last..n, w);
+    src.extend_from(&old, last, n);
+    b.truncate(w + n - last);
 }
 
 fn leet_ascii_byte(c: u8) -> bool {
@@ -382,7 +381,7 @@ fn normalize_unicode(raw: &str) -> Normalized {
     let chars = contractions_and_leet(chars);
     let mut out = Normalized {
         text: String::with_capacity(raw.len()),
-        src: Vec::with_capacity(raw.len()),
+        src: SpanMap::default(),
     };
     // Stretched letters: a run of three or more of one letter becomes one.
     let mut i = 0;
@@ -423,9 +422,7 @@ fn push_char(chars: &mut Vec<(char, u32, u32)>, c: char, span: (u32, u32)) {
 
 fn push_out(out: &mut Normalized, c: char, span: (u32, u32)) {
     out.text.push(c);
-    for _ in 0..c.len_utf8() {
-        out.src.push(span);
-    }
+    out.src.push_run(span, 0, c.len_utf8());
 }
 
 /// Zero-width, bidirectional and other format characters that hide inside words.
@@ -702,7 +699,7 @@ mod tests {
     }
 
     fn slang_free(n: Normalized) -> (String, Vec<(u32, u32)>) {
-        (n.text, n.src)
+        (n.text, n.src.to_vec())
     }
 
     #[test]
