@@ -312,15 +312,8 @@ fn leet_ascii_byte(c: u8) -> bool {
 /// tokens are never looked at.
 fn leet_ascii(b: &mut [u8]) {
     let is_tok = |c: u8| c.is_ascii_alphanumeric() || leet_ascii_byte(c) || c == b'\'';
-    if !b
-        .chunks(32)
-        .any(|c| c.iter().fold(false, |a, &x| a | leet_ascii_byte(x)))
-    {
-        return;
-    }
     let mut from = 0;
-    while let Some(at) = b[from..].iter().position(|&c| leet_ascii_byte(c)) {
-        let at = from + at;
+    while let Some(at) = next_leet(b, from) {
         // The token around `at`: every leet byte is a token byte.
         let mut i = at;
         while i > from && is_tok(b[i - 1]) {
@@ -356,6 +349,22 @@ fn leet_ascii(b: &mut [u8]) {
         }
         from = j;
     }
+}
+
+/// The first leet byte in `b[from..]`. Each chunk is tested whole, without an early exit, so
+/// the test vectorises; only the chunk holding one is searched byte by byte.
+fn next_leet(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    for chunk in b[from..].chunks(32) {
+        if chunk.iter().fold(false, |a, &x| a | leet_ascii_byte(x)) {
+            return chunk
+                .iter()
+                .position(|&c| leet_ascii_byte(c))
+                .map(|k| at + k);
+        }
+        at += chunk.len();
+    }
+    None
 }
 
 fn normalize_unicode(raw: &str) -> Normalized {
