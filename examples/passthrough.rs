@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.server.listen = args.next().ok_or("listen address")?.parse()?;
     config.server.admin_listen = args.next().ok_or("admin address")?.parse()?;
     config.upstream.base_url = Some(args.next().ok_or("upstream URL")?);
-    let runtime = careguard::server::runtime(config.server.workers)?;
+    let runtime = careguard::server::runtime()?;
     runtime.block_on(async move {
         let server =
             careguard::server::Server::start(config, Arc::new(careguard::hooks::PassThrough))

@@ -10,9 +10,8 @@
 #   CAREGUARD_LISTEN     careguard's main listener   (default 127.0.0.1:8080)
 #   CAREGUARD_ADMIN      careguard's admin listener  (default 127.0.0.1:9090)
 #   MOCK_PORT            the harness mock's port     (default 18000)
-#   CAREGUARD_WORKERS    threads serving requests (`serve --workers`; default: `[server] workers`,
-#                        i.e. one per core; on a 2-core box, where load generator and mock share
-#                        the cores, 1 gives more throughput)
+#   CAREGUARD_WORKERS    proxy threads (`serve --workers`; default: `[server] workers`, i.e. one
+#                        per core)
 #   CAREGUARD_GUARD=none the proxy alone, with the pass-through guard (examples/passthrough.rs):
 #                        what the proxy path costs without the engine
 # Results: /tmp/bench/results/results.md (harness output), plus careguard's idle RSS and CPU time

@@ -46,8 +46,8 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// How long in-flight requests may run after SIGTERM before the process exits.
     pub drain_timeout_ms: u64,
-    /// Threads serving requests; 0: `TOKIO_WORKER_THREADS`, else one per CPU core. 1 runs
-    /// everything on one thread (best where load generators or other services share few cores).
+    /// Proxy threads, each with its own event loop and upstream connection pool (see
+    /// [`crate::server::proxy_threads`]); 0: `TOKIO_WORKER_THREADS`, else one per CPU core.
     pub workers: usize,
 }
 

@@ -104,7 +104,8 @@ struct ServeArgs {
     /// Write the audit log to this folder (overrides `[audit] dir`).
     #[arg(long)]
     audit_dir: Option<PathBuf>,
-    /// Threads serving requests (overrides `[server] workers`; 0: one per core).
+    /// Proxy threads, each with its own event loop (overrides `[server] workers`; 0: one per
+    /// core).
     #[arg(long)]
     workers: Option<usize>,
 }
@@ -266,13 +267,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing();
-            // The file is read again (and every problem reported) when the server starts.
-            let workers = args.workers.unwrap_or_else(|| {
-                args.config
-                    .as_deref()
-                    .and_then(|p| careguard::config::Config::load(p).ok())
-                    .map_or(0, |c| c.server.workers)
-            });
             let options = careguard::server::ServeOptions {
                 config_path: args.config,
                 listen: args.listen,
@@ -281,8 +275,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rules_dir: args.rules,
                 audit_dir: args.audit_dir,
                 reload_poll: None,
+                workers: args.workers,
             };
-            let runtime = careguard::server::runtime(workers).context("starting the runtime")?;
+            let runtime = careguard::server::runtime().context("starting the runtime")?;
             runtime
                 .block_on(careguard::server::serve(options))
                 .context("serve")?;

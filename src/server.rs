@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigErrors};
@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub audit_dir: Option<PathBuf>,
     /// How often the config file and rules folder are polled for changes (default 2 s).
     pub reload_poll: Option<Duration>,
+    /// Proxy threads (overrides `[server] workers`).
+    pub workers: Option<usize>,
 }
 
 /// A started `serve`: the server, its guard and audit log, and the reloader.
@@ -123,27 +125,26 @@ pub fn resolve_upstream(config: &Config) -> String {
         .unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned())
 }
 
-/// The runtime `serve` runs on: `workers` threads (`[server] workers`); 1 is a single-threaded
-/// runtime (no hand-offs between threads), 0 leaves the count to tokio (`TOKIO_WORKER_THREADS`,
-/// else one per core).
-pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = match workers {
-        0 => std::env::var("TOKIO_WORKER_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0),
-        n => n,
-    };
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if workers > 1 {
-            b.worker_threads(workers);
-        }
-        b
-    };
-    builder.enable_all().build()
+/// The control runtime `serve` runs on: one thread for accepting connections, the admin
+/// listener, signals and reloads. Requests are served on the proxy threads that
+/// [`Server::start`] starts (see [`proxy_threads`]), each with an event loop of its own.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// How many proxy threads serve requests for `[server] workers`: that number, or for 0 the
+/// `TOKIO_WORKER_THREADS` environment variable if set, else one per CPU core.
+pub fn proxy_threads(workers: usize) -> usize {
+    if workers > 0 {
+        return workers;
+    }
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs `careguard serve` until SIGTERM or ctrl-c, then drains and returns.
@@ -182,6 +183,9 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     }
     if let Some(dir) = options.audit_dir {
         config.audit.dir = Some(dir);
+    }
+    if let Some(n) = options.workers {
+        config.server.workers = n;
     }
     let metrics = Arc::new(Metrics::new()?);
     let guarded = build_guard(&config, &metrics)?;
@@ -367,7 +371,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     draining: Arc<AtomicBool>,
     drain_timeout: Duration,
-    main: JoinHandle<GracefulShutdown>,
+    main: JoinHandle<()>,
+    workers: Vec<WorkerHandle>,
     admin: JoinHandle<GracefulShutdown>,
 }
 
@@ -394,7 +399,12 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> Result<Server, ServeError> {
         let upstream_url = resolve_upstream(&config);
-        let upstream = Upstream::new(&upstream_url, &config.upstream)?;
+        let threads = proxy_threads(config.server.workers);
+        // One upstream client per proxy thread: a pooled connection is driven by a task on the
+        // thread that opened it, so a thread reusing only its own never hands work to another.
+        let upstreams = (0..threads)
+            .map(|_| Upstream::new(&upstream_url, &config.upstream))
+            .collect::<Result<Vec<_>, _>>()?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -414,19 +424,25 @@ impl Server {
                 addr: config.server.admin_listen,
                 source,
             })?;
-        let shared = Arc::new(Shared {
-            upstream,
-            guard,
-            metrics: Arc::clone(&metrics),
-            proxy: config.proxy.clone(),
-        });
         let (stop, stop_rx) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
 
-        let main_service = TowerToHyperService::new(proxy::service(shared));
-        let main = tokio::spawn(accept_loop(main_listener, stop_rx.clone(), move || {
-            main_service.clone()
-        }));
+        let mut conns = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for (index, upstream) in upstreams.into_iter().enumerate() {
+            let shared = Arc::new(Shared {
+                upstream,
+                guard: Arc::clone(&guard),
+                metrics: Arc::clone(&metrics),
+                proxy: config.proxy.clone(),
+            });
+            let service = TowerToHyperService::new(proxy::service(shared));
+            let (sender, handle) = spawn_worker(index, move || service.clone())
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            conns.push(sender);
+            workers.push(handle);
+        }
+        let main = tokio::spawn(dispatch_loop(main_listener, stop_rx.clone(), conns));
         let admin_metrics = Arc::clone(&metrics);
         let admin_draining = Arc::clone(&draining);
         let admin = tokio::spawn(accept_loop(admin_listener, stop_rx, move || {
@@ -447,6 +463,7 @@ impl Server {
             draining,
             drain_timeout: config.server.drain_timeout(),
             main,
+            workers,
             admin,
         })
     }
@@ -455,9 +472,14 @@ impl Server {
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+        // The dispatcher stops accepting and drops its senders: each proxy thread then waits
+        // for its open connections to finish their requests and exits.
+        let _ = self.main.await;
+        let (forces, mut done): (Vec<_>, Vec<_>) =
+            self.workers.into_iter().map(|w| (w.force, w.done)).unzip();
         let drain = async {
-            if let Ok(graceful) = self.main.await {
-                graceful.shutdown().await;
+            for d in &mut done {
+                let _ = d.await;
             }
         };
         if tokio::time::timeout(self.drain_timeout, drain)
@@ -465,6 +487,15 @@ impl Server {
             .is_err()
         {
             tracing::warn!("drain timeout reached; closing remaining connections");
+            for force in forces {
+                let _ = force.send(());
+            }
+            let rest = async {
+                for d in &mut done {
+                    let _ = d.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
         }
         if let Ok(graceful) = self.admin.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
@@ -502,8 +533,135 @@ fn admin(
     }
 }
 
-/// Accepts connections until `stop` flips, serving each with a fresh service from `make`.
-/// Returns the graceful-shutdown tracker of the connections still open.
+/// One proxy thread, seen from the control thread.
+struct WorkerHandle {
+    /// Sending `()` closes the thread's remaining connections at once (drain timeout).
+    force: oneshot::Sender<()>,
+    /// Resolves when the thread has exited.
+    done: oneshot::Receiver<()>,
+}
+
+/// Starts proxy thread `index`: a single-threaded runtime serving the connections sent to it,
+/// each with a service from `make`. It exits once the sender is dropped and its connections
+/// have finished (or at once on `force`).
+fn spawn_worker<M, S>(
+    index: usize,
+    make: M,
+) -> std::io::Result<(mpsc::UnboundedSender<std::net::TcpStream>, WorkerHandle)>
+where
+    M: Fn() -> S + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<proxy::ResBody>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (sender, mut conns) = mpsc::unbounded_channel::<std::net::TcpStream>();
+    let (force_tx, force) = oneshot::channel::<()>();
+    let (done_tx, done) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("careguard-proxy-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let serve = async move {
+                    let graceful = GracefulShutdown::new();
+                    let builder = conn_builder();
+                    while let Some(stream) = conns.recv().await {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => serve_connection(&builder, &graceful, stream, make()),
+                            Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                        }
+                    }
+                    graceful.shutdown().await;
+                };
+                tokio::select! {
+                    () = serve => {}
+                    Ok(()) = force => {}
+                }
+            });
+            // Dropping the runtime cancels whatever is left (only after `force`).
+            drop(runtime);
+            let _ = done_tx.send(());
+        })?;
+    Ok((
+        sender,
+        WorkerHandle {
+            force: force_tx,
+            done,
+        },
+    ))
+}
+
+/// Accepts proxy connections until `stop` flips and hands them to the proxy threads in turn.
+/// Connections are long-lived (keep-alive), so taking turns spreads them evenly.
+async fn dispatch_loop(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+) {
+    let mut next = 0usize;
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = workers[next % workers.len()].send(stream);
+                next = next.wrapping_add(1);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
+        }
+    }
+}
+
+fn conn_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves one connection on the current runtime, tracked by `graceful`.
+fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<proxy::ResBody>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let watched = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Accepts connections until `stop` flips, serving each on the current runtime with a fresh
+/// service from `make` (the admin listener). Returns the graceful-shutdown tracker of the
+/// connections still open.
 async fn accept_loop<M, S>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
@@ -518,9 +676,7 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let builder = conn_builder();
     loop {
         let (stream, _peer) = tokio::select! {
             biased;
@@ -528,7 +684,6 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -536,15 +691,7 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), make())
-            .into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        serve_connection(&builder, &graceful, stream, make());
     }
     graceful
 }

@@ -322,6 +322,49 @@ async fn metrics_count_traffic() {
     }
 }
 
+/// A stream still open when the drain timeout runs out is cut (its connection closed), and
+/// shutdown returns instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_streams_left_after_the_drain_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mock = MockUpstream::start().await;
+    let mut config = careguard::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.server.drain_timeout_ms = 200;
+    config.server.workers = 2;
+    config.upstream.base_url = Some(mock.base_url());
+    let server = careguard::server::Server::start(config, Arc::new(careguard::hooks::PassThrough))
+        .await
+        .unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let all = events(&["one", "two"], true);
+    mock.push(MockReply::Gated {
+        first: all[..2].to_vec(),
+        rest: all[2..].to_vec(),
+        gate: Arc::clone(&gate),
+    });
+    let url = format!("http://{}/v1/chat/completions", server.addr);
+    let resp = post(&url, chat_body(true)).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(all[..2].concat().starts_with(&first), "the stream started");
+    // The gate is never opened: only the drain timeout can end this stream.
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown returns once the drain timeout has passed");
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut failed = false;
+        while let Some(chunk) = body.next().await {
+            failed |= chunk.is_err();
+        }
+        failed
+    })
+    .await
+    .expect("the cut stream ends");
+    assert!(rest, "the client sees the stream cut, not a clean end");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_streams() {
     let mock = MockUpstream::start().await;
