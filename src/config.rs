@@ -85,7 +85,7 @@ pub struct UpstreamConfig {
     pub chunk_timeout_ms: u64,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout_ms: u64,
-    /// Most idle pooled connections kept per upstream host.
+    /// Most idle pooled connections kept per upstream host, per proxy thread.
     pub pool_max_idle_per_host: usize,
 }
 
