@@ -105,6 +105,9 @@ pub enum ServeError {
     /// The audit log could not start.
     #[error("audit log")]
     Audit(#[from] crate::audit::AuditError),
+    /// A proxy thread (or its runtime) could not start.
+    #[error("cannot start a proxy thread")]
+    Threads(#[source] std::io::Error),
     /// Waiting for the shutdown signal failed.
     #[error("cannot listen for shutdown signals")]
     Signal(#[source] std::io::Error),
@@ -437,8 +440,8 @@ impl Server {
                 proxy: config.proxy.clone(),
             });
             let service = TowerToHyperService::new(proxy::service(shared));
-            let (sender, handle) = spawn_worker(index, move || service.clone())
-                .map_err(|source| ServeError::Bind { addr, source })?;
+            let (sender, handle) =
+                spawn_worker(index, move || service.clone()).map_err(ServeError::Threads)?;
             conns.push(sender);
             workers.push(handle);
         }
@@ -477,12 +480,7 @@ impl Server {
         let _ = self.main.await;
         let (forces, mut done): (Vec<_>, Vec<_>) =
             self.workers.into_iter().map(|w| (w.force, w.done)).unzip();
-        let drain = async {
-            for d in &mut done {
-                let _ = d.await;
-            }
-        };
-        if tokio::time::timeout(self.drain_timeout, drain)
+        if tokio::time::timeout(self.drain_timeout, all_exited(&mut done))
             .await
             .is_err()
         {
@@ -490,12 +488,7 @@ impl Server {
             for force in forces {
                 let _ = force.send(());
             }
-            let rest = async {
-                for d in &mut done {
-                    let _ = d.await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), all_exited(&mut done)).await;
         }
         if let Ok(graceful) = self.admin.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
@@ -530,6 +523,13 @@ fn admin(
             "text/plain",
             Bytes::from_static(b"not found\n"),
         ),
+    }
+}
+
+/// Waits until every proxy thread whose `done` is in `done` has exited.
+async fn all_exited(done: &mut [oneshot::Receiver<()>]) {
+    for d in done {
+        let _ = d.await;
     }
 }
 
@@ -603,21 +603,7 @@ async fn dispatch_loop(
     workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
 ) {
     let mut next = 0usize;
-    loop {
-        let stream = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = accept(&listener, &mut stop).await {
         match stream.into_std() {
             Ok(stream) => {
                 let _ = workers[next % workers.len()].send(stream);
@@ -677,21 +663,29 @@ where
 {
     let graceful = GracefulShutdown::new();
     let builder = conn_builder();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = accept(&listener, &mut stop).await {
         serve_connection(&builder, &graceful, stream, make());
     }
     graceful
+}
+
+/// The next accepted connection (with `TCP_NODELAY`), or `None` once `stop` flips.
+async fn accept(listener: &TcpListener, stop: &mut watch::Receiver<bool>) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
 }

@@ -322,6 +322,19 @@ async fn metrics_count_traffic() {
     }
 }
 
+/// Queues a stream on `mock` that sends its first two events, then waits for the returned gate
+/// before the rest; also returns all its events.
+fn push_gated_stream(mock: &MockUpstream) -> (Arc<tokio::sync::Notify>, Vec<Bytes>) {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let all = events(&["one", "two"], true);
+    mock.push(MockReply::Gated {
+        first: all[..2].to_vec(),
+        rest: all[2..].to_vec(),
+        gate: Arc::clone(&gate),
+    });
+    (gate, all)
+}
+
 /// A stream still open when the drain timeout runs out is cut (its connection closed), and
 /// shutdown returns instead of waiting for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,19 +350,13 @@ async fn shutdown_cuts_streams_left_after_the_drain_timeout() {
     let server = careguard::server::Server::start(config, Arc::new(careguard::hooks::PassThrough))
         .await
         .unwrap();
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let all = events(&["one", "two"], true);
-    mock.push(MockReply::Gated {
-        first: all[..2].to_vec(),
-        rest: all[2..].to_vec(),
-        gate: Arc::clone(&gate),
-    });
+    // The gate is never opened: only the drain timeout can end this stream.
+    let (_gate, all) = push_gated_stream(&mock);
     let url = format!("http://{}/v1/chat/completions", server.addr);
     let resp = post(&url, chat_body(true)).send().await.unwrap();
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(all[..2].concat().starts_with(&first), "the stream started");
-    // The gate is never opened: only the drain timeout can end this stream.
     tokio::time::timeout(Duration::from_secs(10), server.shutdown())
         .await
         .expect("shutdown returns once the drain timeout has passed");
@@ -369,13 +376,7 @@ async fn shutdown_cuts_streams_left_after_the_drain_timeout() {
 async fn shutdown_drains_in_flight_streams() {
     let mock = MockUpstream::start().await;
     let cg = start_careguard(&mock, "").await;
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let all = events(&["one", "two"], true);
-    mock.push(MockReply::Gated {
-        first: all[..2].to_vec(),
-        rest: all[2..].to_vec(),
-        gate: Arc::clone(&gate),
-    });
+    let (gate, all) = push_gated_stream(&mock);
     let resp = post(&cg.chat_url(), chat_body(true)).send().await.unwrap();
     let mut body = resp.bytes_stream();
     let mut got = body.next().await.unwrap().unwrap().to_vec();
