@@ -50,9 +50,9 @@ impl RequestView {
     /// Reads `bytes`; `with_messages` false skips the messages (only checks they are an array).
     pub fn read(bytes: &[u8], with_messages: bool) -> Result<Self, serde_json::Error> {
         if with_messages {
-            serde_json::from_slice::<Tolerant<WithMessages>>(bytes).map(|t| t.0 .0)
+            parse::<Tolerant<WithMessages>>(bytes).map(|t| t.0 .0)
         } else {
-            serde_json::from_slice::<Tolerant<WithoutMessages>>(bytes).map(|t| t.0 .0)
+            parse::<Tolerant<WithoutMessages>>(bytes).map(|t| t.0 .0)
         }
     }
 }
@@ -69,7 +69,18 @@ pub struct CompletionView {
 impl CompletionView {
     /// Reads `bytes` (any JSON value; only an object has the fields).
     pub fn read(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice::<Tolerant<CompletionView>>(bytes).map(|t| t.0)
+        parse::<Tolerant<CompletionView>>(bytes).map(|t| t.0)
+    }
+}
+
+/// Reads `bytes` as `T`. A body that is valid UTF-8 as a whole (nearly every body) is read as a
+/// `str`, so serde_json does not check the UTF-8 of each string again: one pass over the body
+/// instead of one per string, ~6K fewer instructions per guarded exchange (callgrind). Any
+/// other body is read as bytes, so its error is serde_json's own, with line and column.
+fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
     }
 }
 

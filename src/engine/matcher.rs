@@ -10,7 +10,10 @@
 //! literals' occurrences, not on the whole text (see [`Matcher::run_windows`]); on long texts
 //! with many candidates this is most of the engine's work saved.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use std::ops::ControlFlow;
+
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{dfa, nfa, Anchored, MatchKind, PatternID};
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::{meta, Input};
@@ -64,7 +67,7 @@ pub struct Matcher {
     patterns: Vec<Pattern>,
     /// Terms first (ids `0..term_rules.len()`), then the patterns' required literals, then the
     /// slang words (ids from `slang_from`).
-    automaton: Option<AhoCorasick>,
+    automaton: Option<Needles>,
     term_rules: Vec<usize>,
     /// The slang expansion that [`Self::scan_raw`] applies when one of its words occurs.
     slang: Slang,
@@ -86,6 +89,105 @@ const SMALL_AUTOMATON: usize = 256;
 /// costs ~8K fewer instructions per bench round (~3%), for ~0.6 MB more automata (idle RSS
 /// stays at ~36 MB: the rule that lost its own regex set freed about as much).
 const DENSE_DEPTH: usize = 4;
+
+/// The aho-corasick automaton of a matcher's needles (terms, required literals, slang words),
+/// built without a prefilter and searched by [`Needles::overlapping`].
+///
+/// The crate's own overlapping iterator keeps its position in a state struct and re-enters the
+/// search for every match: ~20 instructions per byte of text on the stigma DFA (callgrind),
+/// where the loop here, over the same automaton through the crate's `Automaton` trait, keeps
+/// position and state in registers (~7). The matches are the same, in the same order: by end
+/// position, then in the automaton's order for one state. A prefilter is left off: with slang
+/// words of two letters among the needles it could skip little and cost a call at every return
+/// to the start state.
+#[derive(Debug)]
+enum Needles {
+    Dfa(dfa::DFA),
+    Nfa(nfa::contiguous::NFA),
+}
+
+impl Needles {
+    fn new(needles: &[&[u8]]) -> Result<Self, String> {
+        // A contiguous NFA: a full DFA made this pass ~10% faster but cost ~8 MB of idle RSS
+        // (38 -> 46.7 MB), against a 20 MB target; memory won. A small automaton (the stigma
+        // rules' 160 needles: ~115 KB instead of ~20 KB) is a DFA: one table look-up per byte
+        // instead of the NFA's walks along failure transitions, ~21K fewer instructions
+        // (callgrind) per check of the bench's 1 KB reply.
+        if needles.len() <= SMALL_AUTOMATON {
+            dfa::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .build(needles)
+                .map(Needles::Dfa)
+        } else {
+            nfa::contiguous::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .dense_depth(DENSE_DEPTH)
+                .build(needles)
+                .map(Needles::Nfa)
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`, overlapping
+    /// ones included, until `f` breaks.
+    fn overlapping(
+        &self,
+        hay: &[u8],
+        f: impl FnMut(usize, usize, usize) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        match self {
+            Needles::Dfa(a) => overlapping(a, hay, f),
+            Needles::Nfa(a) => overlapping(a, hay, f),
+        }
+    }
+}
+
+fn overlapping<A: Automaton>(
+    aut: &A,
+    hay: &[u8],
+    mut f: impl FnMut(usize, usize, usize) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Ok(mut sid) = aut.start_state(Anchored::No) else {
+        return ControlFlow::Continue(());
+    };
+    let mut at = 0;
+    while at < hay.len() {
+        (at, sid) = to_special(aut, hay, at, sid);
+        // Without a prefilter the start state is not special, and an unanchored search never
+        // dies: a special state is a match state.
+        if !aut.is_special(sid) || aut.is_dead(sid) {
+            break;
+        }
+        for i in 0..aut.match_len(sid) {
+            let pid: PatternID = aut.match_pattern(sid, i);
+            f(pid.as_usize(), at - aut.pattern_len(pid), at)?;
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Walks `hay` from `at` in state `sid` until a special state or the end; returns the position
+/// after the last byte read and the state reached. A function of its own so that the walk keeps
+/// its few values in registers (inlined into the caller, the state went through the stack on
+/// every byte).
+#[inline(never)]
+fn to_special<A: Automaton>(
+    aut: &A,
+    hay: &[u8],
+    mut at: usize,
+    mut sid: aho_corasick::automaton::StateID,
+) -> (usize, aho_corasick::automaton::StateID) {
+    while let Some(&byte) = hay.get(at) {
+        sid = aut.next_state(Anchored::No, sid, byte);
+        at += 1;
+        if aut.is_special(sid) {
+            break;
+        }
+    }
+    (at, sid)
+}
 
 /// At most this many spans per pattern are kept (evidence, not an index).
 const MAX_SPANS_PER_PATTERN: usize = 4;
@@ -161,23 +263,7 @@ impl Matcher {
         let automaton = if needles.is_empty() {
             None
         } else {
-            Some(
-                // A contiguous NFA: a full DFA made this pass ~10% faster but cost ~8 MB of idle
-                // RSS (38 -> 46.7 MB), against a 20 MB target; memory won. A small automaton
-                // (the stigma rules' 160 needles: ~115 KB instead of ~20 KB) is a DFA: one table
-                // look-up per byte instead of the NFA's walks along failure transitions, ~21K
-                // fewer instructions (callgrind) per check of the bench's 1 KB reply.
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .dense_depth(DENSE_DEPTH)
-                    .kind(Some(if needles.len() <= SMALL_AUTOMATON {
-                        AhoCorasickKind::DFA
-                    } else {
-                        AhoCorasickKind::ContiguousNFA
-                    }))
-                    .build(&needles)
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(Needles::new(&needles)?)
         };
         Ok(Self {
             patterns: compiled,
@@ -228,12 +314,10 @@ impl Matcher {
         let mut term_hits = 0;
         if let Some(ac) = &self.automaton {
             let terms = self.term_rules.len();
-            for m in ac.find_overlapping_iter(bytes) {
-                let id = m.pattern().as_usize();
+            let flow = ac.overlapping(bytes, |id, start, end| {
                 if id >= self.slang_from {
-                    if stop_at_slang && boundary(bytes, m.start()) && boundary(bytes, m.end()) {
-                        out.truncate(terms_from);
-                        return false;
+                    if stop_at_slang && boundary(bytes, start) && boundary(bytes, end) {
+                        return ControlFlow::Break(());
                     }
                 } else if id >= terms {
                     for &p in &self.literal_patterns[id - terms] {
@@ -241,20 +325,25 @@ impl Matcher {
                         if let Some(len) = self.patterns[p as usize].max_len {
                             windows.push((
                                 p,
-                                m.end().saturating_sub(len) as u32,
-                                (m.start() + len).min(bytes.len()) as u32,
+                                end.saturating_sub(len) as u32,
+                                (start + len).min(bytes.len()) as u32,
                             ));
                         }
                     }
-                } else if boundary(bytes, m.start()) && boundary(bytes, m.end()) {
+                } else if boundary(bytes, start) && boundary(bytes, end) {
                     out.push(Hit {
                         rule: self.term_rules[id],
-                        start: m.start(),
-                        end: m.end(),
-                        core: m.start(),
+                        start,
+                        end,
+                        core: start,
                     });
                     term_hits += 1;
                 }
+                ControlFlow::Continue(())
+            });
+            if flow.is_break() {
+                out.truncate(terms_from);
+                return false;
             }
         }
         if let Some(set) = &self.rest {

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::stream::GuardedSse;
-use super::upstream::{response_headers, TimeoutBody};
+use super::upstream::{response_headers, BufferedPost, TimeoutBody};
 use super::{boxed, full, ResBody, Shared};
 use crate::hooks::{
     message_content, ChatRequest, ExchangeOutcome, ExchangeSummary, HookState, JsonBody, Reply,
@@ -229,11 +229,11 @@ async fn run(
     // Keep the target and headers only when a re-ask may need them.
     let reask_parts =
         (ex.delivered.is_some() || stream_guard.is_some()).then(|| (uri.clone(), headers.clone()));
-    let request = build_request(uri, headers, send);
+    let request = BufferedPost::new(uri, headers, send);
     let sent = Instant::now();
     let deadline = tokio::time::Instant::now() + upstream.first_byte_timeout;
     ex.upstream_calls = 1;
-    let resp = upstream.send(request, deadline).await;
+    let resp = upstream.send_post(&request, deadline).await;
     let resp = match resp {
         Ok(resp) => resp,
         Err(e) => {
@@ -336,7 +336,7 @@ async fn run(
                 request_body = JsonBody::from_value(body);
                 let send = request_body.to_bytes();
                 let (uri, headers) = reask_parts.clone().expect("kept when inspecting");
-                let request = build_request(uri, headers, send);
+                let request = BufferedPost::new(uri, headers, send);
                 let t = Instant::now();
                 ex.upstream_calls += 1;
                 let result =
@@ -373,7 +373,7 @@ async fn run(
 /// One non-streaming upstream call for a re-ask: the completion it returned.
 pub(crate) async fn call_json(
     shared: Arc<Shared>,
-    request: Request<super::upstream::UpstreamBody>,
+    request: BufferedPost,
 ) -> Result<UpstreamCompletion, UpstreamErrorKind> {
     let upstream = &shared.upstream;
     let deadline = tokio::time::Instant::now() + upstream.first_byte_timeout;
@@ -382,24 +382,10 @@ pub(crate) async fn call_json(
             .upstream
             .unwrap_or(UpstreamErrorKind::Protocol)
     };
-    let resp = upstream.send(request, deadline).await.map_err(kind)?;
+    let resp = upstream.send_post(&request, deadline).await.map_err(kind)?;
     if !resp.status().is_success() {
         return Err(UpstreamErrorKind::Status);
     }
     let bytes = upstream.read_body(resp.into_body()).await.map_err(kind)?;
     UpstreamCompletion::read(bytes).map_err(|_| UpstreamErrorKind::Malformed)
-}
-
-/// A POST to the upstream with these headers and body (Content-Length set).
-pub(crate) fn build_request(
-    uri: http::Uri,
-    mut headers: HeaderMap,
-    body: Bytes,
-) -> Request<super::upstream::UpstreamBody> {
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let mut req = Request::new(full(body));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
-    req
 }

@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
@@ -49,7 +49,7 @@ type ReaskFuture =
 
 /// An SSE response body guarded by an optional [`StreamGuard`].
 pub struct GuardedSse {
-    upstream: Option<Incoming>,
+    upstream: Option<UpstreamIncoming>,
     sleep: Pin<Box<Sleep>>,
     chunk_timeout: Duration,
     splitter: Splitter,
@@ -87,7 +87,7 @@ impl GuardedSse {
     /// Starts relaying `upstream`, whose first frame (`first`) was already read.
     pub(crate) fn relay(
         mut exchange: Exchange,
-        upstream: Incoming,
+        upstream: UpstreamIncoming,
         first: Option<Result<Frame<Bytes>, hyper::Error>>,
         guard: Option<Box<dyn StreamGuard>>,
         reask_target: Option<(Uri, HeaderMap)>,
@@ -430,7 +430,7 @@ impl GuardedSse {
             obj.remove("stream_options");
         }
         let send = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let request = super::chat::build_request(uri, headers, send);
+        let request = super::upstream::BufferedPost::new(uri, headers, send);
         let shared = std::sync::Arc::clone(&exchange.shared);
         self.upstream = None;
         self.reask = Some(Box::pin(async move {

@@ -1,10 +1,29 @@
 //! The upstream side: a pooled HTTP/1.1 keep-alive client (HTTPS via rustls and webpki roots),
 //! URL mapping onto the base URL's path prefix, header filtering, and the three timeouts.
+//!
+//! The pool is careguard's own, over hyper's connection-level client
+//! (`hyper::client::conn::http1`), because every pooled connection of an [`Upstream`] goes to one
+//! host from one proxy thread: hyper-util's general pool keys each checkout by scheme and
+//! authority (a SipHash of the host per request), formats a `Host` header per request and
+//! wraps every connection in shared bookkeeping, ~8K instructions per exchange of the ~130K a
+//! guarded one costs (callgrind). Decisions:
+//! - **Last in, first out.** The most recently used connection is reused first, so a quiet
+//!   period lets the others reach the idle timeout and close.
+//! - **A connection goes back when its response body has been read to the end** (the last frame
+//!   seen, or the body dropped after it). A body dropped early or failed takes its connection
+//!   with it: hyper closes it rather than read the rest.
+//! - **A stale connection is retried once, on another.** When a pooled connection turns out to
+//!   be closed before the request was written (the upstream's keep-alive timeout raced the
+//!   checkout), hyper hands the request back and it goes out on another connection. A request
+//!   that was written is never re-sent: the upstream may have acted on it.
+//! - **Idle connections close** after `pool_idle_timeout_ms`: a checkout never takes one older
+//!   than that, and a reaper task on the pool's thread closes them while nothing checks out.
+//!   At most `pool_max_idle_per_host` stay open idle; returning one more closes the oldest.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,16 +34,19 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
 
 use super::error::{BoxError, ProxyError};
 use crate::config::UpstreamConfig;
 
 /// Body type of requests sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Sender = http1::SendRequest<UpstreamBody>;
 
 /// Why the upstream client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +67,12 @@ pub enum UpstreamSetupError {
 
 /// The upstream client and where it points.
 pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    connector: Connector,
+    pool: Arc<Pool>,
+    /// `scheme://authority/`, what the connector dials.
+    origin: Uri,
+    /// The `Host` header: the host, and the port unless it is the scheme's default.
+    host: HeaderValue,
     prefix: String,
     api_key: Option<HeaderValue>,
     /// Time allowed to the first response byte.
@@ -59,8 +84,7 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("scheme", &self.scheme)
-            .field("authority", &self.authority)
+            .field("origin", &self.origin)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
@@ -70,6 +94,7 @@ impl Upstream {
     /// Builds the client for `base_url` with the timeouts and pool settings of `cfg`.
     pub fn new(base_url: &str, cfg: &UpstreamConfig) -> Result<Self, UpstreamSetupError> {
         let uri = crate::config::check_base_url(base_url).map_err(UpstreamSetupError::BadUrl)?;
+        let host = host_header(&uri).ok_or_else(|| UpstreamSetupError::BadUrl(base_url.into()))?;
         let parts = uri.into_parts();
         let scheme = parts.scheme.expect("checked");
         let authority = parts.authority.expect("checked");
@@ -77,6 +102,12 @@ impl Upstream {
             .path_and_query
             .map(|p| p.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| UpstreamSetupError::BadUrl(e.to_string()))?;
         let api_key = match &cfg.api_key_env {
             Some(name) => {
                 let key = std::env::var(name)
@@ -93,20 +124,22 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(UpstreamSetupError::Tls)?
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(https);
         Ok(Self {
-            client,
-            scheme,
-            authority,
+            connector,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                max_idle: cfg.pool_max_idle_per_host,
+                idle_timeout: Duration::from_millis(cfg.pool_idle_timeout_ms),
+                reaping: AtomicBool::new(false),
+            }),
+            origin,
+            host,
             prefix,
             api_key,
             first_byte_timeout: Duration::from_millis(cfg.first_byte_timeout_ms),
@@ -114,32 +147,34 @@ impl Upstream {
         })
     }
 
-    /// Maps careguard's `/v1/<rest>?q` onto `<base>/<rest>?q`.
+    /// Maps careguard's `/v1/<rest>?q` onto `<prefix>/<rest>?q` (origin form: the connection
+    /// already goes to the upstream's host).
     pub fn uri_for(&self, incoming: &Uri) -> Result<Uri, ProxyError> {
         let path = incoming.path();
         let rest = path.strip_prefix("/v1").unwrap_or(path);
         let mut pq = String::with_capacity(self.prefix.len() + rest.len() + 16);
         pq.push_str(&self.prefix);
         pq.push_str(rest);
+        if pq.is_empty() {
+            pq.push('/');
+        }
         if let Some(q) = incoming.query() {
             pq.push('?');
             pq.push_str(q);
         }
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
             .map_err(ProxyError::BuildRequest)
     }
 
-    /// Copies client headers for the upstream: hop-by-hop, `host` and `content-length` dropped,
-    /// `authorization` replaced when an upstream key is configured.
+    /// Copies client headers for the upstream: hop-by-hop and `content-length` dropped, `host`
+    /// set to the upstream's, `authorization` replaced when an upstream key is configured.
     pub fn request_headers(&self, incoming: &HeaderMap, identity_encoding: bool) -> HeaderMap {
-        let mut out = HeaderMap::with_capacity(incoming.len());
+        let mut out = HeaderMap::with_capacity(incoming.len() + 1);
         copy_end_to_end(incoming, &mut out);
-        out.remove(header::HOST);
         out.remove(header::CONTENT_LENGTH);
+        out.insert(header::HOST, self.host.clone());
         if identity_encoding {
             out.remove(header::ACCEPT_ENCODING);
         }
@@ -149,28 +184,99 @@ impl Upstream {
         out
     }
 
-    /// Sends `req`; the future ends when response headers arrive or the first-byte deadline passes.
+    /// Sends `req` (origin-form URI, headers from [`Self::request_headers`]), its body streamed
+    /// as it comes; the future ends when response headers arrive or the first-byte deadline
+    /// passes.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
+        match tokio::time::timeout_at(deadline, self.exchange(req, None)).await {
             Err(_) => Err(ProxyError::FirstByteTimeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                if is_timeout(&e) {
-                    Err(ProxyError::ConnectTimeout(Box::new(e)))
-                } else {
-                    Err(ProxyError::UpstreamUnreachable(Box::new(e)))
-                }
-            }
-            Ok(Err(e)) => Err(ProxyError::UpstreamProtocol(Box::new(e))),
+            Ok(result) => result,
         }
     }
 
+    /// [`Self::send`] for a POST whose body is in memory, which may be written a second time:
+    /// see [`BufferedPost`].
+    pub async fn send_post(
+        &self,
+        post: &BufferedPost,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
+        match tokio::time::timeout_at(deadline, self.exchange(post.request(), Some(post))).await {
+            Err(_) => Err(ProxyError::FirstByteTimeout),
+            Ok(result) => result,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<UpstreamBody>,
+        replay: Option<&BufferedPost>,
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
+        let mut replayed = false;
+        loop {
+            let pooled = if replayed { None } else { self.pool.checkout() };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => self.connect().await?,
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = Arc::clone(&self.pool);
+                    return Ok(resp.map(|inner| UpstreamIncoming {
+                        inner,
+                        checkin: Some((sender, pool)),
+                    }));
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    // Not written: a pooled connection closed under us. Another one, or a new one.
+                    (Some(unsent), _) if reused => req = unsent,
+                    // Written to a pooled connection that closed without a byte of answer: the
+                    // upstream closed it while idle, before the request arrived.
+                    (None, Some(post)) if reused && !replayed && closed_unanswered(e.error()) => {
+                        replayed = true;
+                        req = post.request();
+                    }
+                    _ => return Err(ProxyError::UpstreamProtocol(Box::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// Opens a connection (TCP, TLS for https) and starts driving it on this thread.
+    async fn connect(&self) -> Result<Sender, ProxyError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(self.origin.clone())
+            .await
+            .map_err(|e| {
+                if is_timeout(&*e) {
+                    ProxyError::ConnectTimeout(e)
+                } else {
+                    ProxyError::UpstreamUnreachable(e)
+                }
+            })?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| ProxyError::UpstreamUnreachable(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        if !self.pool.reaping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(&self.pool)));
+        }
+        Ok(sender)
+    }
+
     /// Reads a whole body, allowing at most the chunk timeout between frames.
-    pub async fn read_body(&self, mut body: Incoming) -> Result<Bytes, ProxyError> {
+    pub async fn read_body(&self, mut body: UpstreamIncoming) -> Result<Bytes, ProxyError> {
         let mut first: Option<Bytes> = None;
         let mut buf: Option<BytesMut> = None;
         loop {
@@ -206,8 +312,22 @@ impl Upstream {
     }
 }
 
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
+/// Whether the connection ended (closed or reset) before the response began.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    e.is_incomplete_message()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+                )
+            })
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
@@ -246,6 +366,180 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
             continue;
         }
         to.append(name.clone(), value.clone());
+    }
+}
+
+/// A POST to the upstream whose body is in memory (a chat request, a re-ask).
+///
+/// Decision: when such a request was written to a reused keep-alive connection and the
+/// connection closed without a byte of response, it is written once more, on a new connection.
+/// That is the race of an upstream closing an idle connection just as careguard reuses it (the
+/// close is in flight when the request goes out), and answering 502 there would fail a request
+/// the upstream never saw; the OpenAI SDKs would retry that 502 themselves anyway, later. The
+/// cost, in the rare case where the upstream did read the request and then dropped the
+/// connection without answering, is that it generates twice, as after the SDK's own retry.
+/// Streamed request bodies (other `/v1` routes) are never written twice.
+#[derive(Debug, Clone)]
+pub struct BufferedPost {
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl BufferedPost {
+    /// A POST of `body` to `uri` with `headers` (`Content-Length` set from the body).
+    pub fn new(uri: Uri, mut headers: HeaderMap, body: Bytes) -> Self {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Self { uri, headers, body }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let body = http_body_util::Full::new(self.body.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut req = Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The `Host` header for `uri`: its host, with the port unless it is the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
+}
+
+/// The idle connections of one [`Upstream`], newest last.
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    /// Whether the reaper task has been started.
+    reaping: AtomicBool,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Pool {
+    /// The newest idle connection that can take a request now. Closed and expired ones are
+    /// dropped; one still finishing its last response is left for later.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &idle[i];
+            if entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout {
+                idle.remove(i);
+            } else if entry.sender.is_ready() {
+                return Some(idle.remove(i).sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` for reuse, closing the oldest idle connection when the pool is full.
+    fn put(&self, sender: Sender) {
+        if self.max_idle == 0 || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes the connections idle for the timeout or longer.
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < self.idle_timeout);
+    }
+}
+
+/// Closes expired idle connections every half timeout (1 s to 60 s) while the pool lives.
+async fn reap(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.expire(),
+            None => return,
+        }
+    }
+}
+
+/// An upstream response body. Read to the end, it returns its connection to the pool.
+pub struct UpstreamIncoming {
+    inner: Incoming,
+    checkin: Option<(Sender, Arc<Pool>)>,
+}
+
+impl UpstreamIncoming {
+    fn check_in(&mut self) {
+        if let Some((sender, pool)) = self.checkin.take() {
+            pool.put(sender);
+        }
+    }
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.check_in(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.check_in(),
+            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamIncoming {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.check_in();
+        }
     }
 }
 
@@ -324,15 +618,23 @@ mod tests {
         let uri: Uri = "/v1/chat/completions?x=1".parse().unwrap();
         assert_eq!(
             up.uri_for(&uri).unwrap().to_string(),
-            "http://127.0.0.1:18000/v1/chat/completions?x=1"
+            "/v1/chat/completions?x=1"
         );
+        assert_eq!(up.host, "127.0.0.1:18000");
         let up = Upstream::new("https://example.com", &UpstreamConfig::default()).unwrap();
         assert_eq!(
             up.uri_for(&"/v1/models".parse().unwrap())
                 .unwrap()
                 .to_string(),
-            "https://example.com/models"
+            "/models"
         );
+        assert_eq!(up.host, "example.com");
+        let up = Upstream::new("https://example.com:8443/", &UpstreamConfig::default()).unwrap();
+        assert_eq!(
+            up.uri_for(&"/v1".parse().unwrap()).unwrap().to_string(),
+            "/"
+        );
+        assert_eq!(up.host, "example.com:8443");
     }
 
     #[test]

@@ -99,6 +99,12 @@ struct MockState {
     received_notify: Notify,
     cancels: AtomicUsize,
     cancel_notify: Notify,
+    /// Connections accepted so far, and open now.
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    open_notify: Notify,
+    /// Woken to drop every open connection at once, without a `Connection: close`.
+    close_all: Notify,
 }
 
 /// An in-process mock OpenAI-compatible upstream on 127.0.0.1:0.
@@ -122,14 +128,23 @@ impl MockUpstream {
                     return;
                 };
                 let st = Arc::clone(&st);
+                st.accepted.fetch_add(1, Ordering::SeqCst);
+                st.open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let conn_state = Arc::clone(&st);
                     let svc = hyper::service::service_fn(move |req| {
-                        let st = Arc::clone(&st);
+                        let st = Arc::clone(&conn_state);
                         async move { Ok::<_, Infallible>(handle(st, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = st.close_all.notified() => {}
+                    }
+                    st.open.fetch_sub(1, Ordering::SeqCst);
+                    st.open_notify.notify_waiters();
                 });
             }
         });
@@ -175,6 +190,33 @@ impl MockUpstream {
             }
             notified.await;
         }
+    }
+
+    /// How many connections the mock has accepted.
+    pub fn connections_accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many connections are open now.
+    pub fn connections_open(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at most `n` connections are open (no timeout: wrap it in one).
+    pub async fn wait_open_at_most(&self, n: usize) {
+        loop {
+            let notified = self.state.open_notify.notified();
+            if self.connections_open() <= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Drops every open connection, as an upstream whose keep-alive timeout expired does: the
+    /// socket closes without a `Connection: close` having announced it.
+    pub fn close_connections(&self) {
+        self.state.close_all.notify_waiters();
     }
 
     /// Waits until at least `n` requests arrived.
