@@ -83,8 +83,8 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_ms: u64,
     /// Longest silence allowed between two body chunks of a response.
     pub chunk_timeout_ms: u64,
-    /// How long an idle pooled upstream connection is kept (never reused after that, closed
-    /// by a reaper within half that time more, at most a minute).
+    /// How long an idle pooled upstream connection is kept (never reused after that, closed by
+    /// a sweep every half timeout, at least every second, at most every minute; 0 keeps none).
     pub pool_idle_timeout_ms: u64,
     /// Most idle pooled connections kept per upstream host, per proxy thread.
     pub pool_max_idle_per_host: usize,

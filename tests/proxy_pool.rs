@@ -77,6 +77,48 @@ async fn an_upstream_closing_idle_connections_fails_no_request() {
 }
 
 #[tokio::test]
+async fn a_request_the_upstream_dropped_at_once_is_sent_again_but_never_a_late_one() {
+    let mock = MockUpstream::start().await;
+    let cg = start_careguard(&mock, ONE_THREAD).await;
+    let client = reqwest::Client::new();
+    chat(&client, &cg).await;
+
+    // The reused connection dies right after the request arrived: indistinguishable from the
+    // idle-close race, so the request goes out once more, on a new connection.
+    mock.push(MockReply::DropConnection {
+        after: Duration::ZERO,
+    });
+    let v = chat(&client, &cg).await;
+    assert_eq!(v["choices"][0]["message"]["content"], DEFAULT_CONTENT);
+    assert_eq!(
+        mock.received().len(),
+        3,
+        "the dropped request was written twice"
+    );
+
+    // A connection that dies well after the request went out (a generation cut off) is a 502:
+    // the upstream had the request, and asking again could generate twice.
+    mock.push(MockReply::DropConnection {
+        after: Duration::from_millis(1500),
+    });
+    let resp = client
+        .post(cg.chat_url())
+        .json(&chat_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"]["message"].is_string(), "{err}");
+    assert_eq!(
+        mock.received().len(),
+        4,
+        "the late failure was not written again"
+    );
+    cg.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn idle_upstream_connections_close_after_the_idle_timeout() {
     let mock = MockUpstream::start().await;
     let toml = format!("{ONE_THREAD}[upstream]\npool_idle_timeout_ms = 200\n");

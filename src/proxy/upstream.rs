@@ -12,13 +12,18 @@
 //! - **A connection goes back when its response body has been read to the end** (the last frame
 //!   seen, or the body dropped after it). A body dropped early or failed takes its connection
 //!   with it: hyper closes it rather than read the rest.
-//! - **A stale connection is retried once, on another.** When a pooled connection turns out to
-//!   be closed before the request was written (the upstream's keep-alive timeout raced the
-//!   checkout), hyper hands the request back and it goes out on another connection. A request
-//!   that was written is never re-sent: the upstream may have acted on it.
+//! - **A stale connection is not an error.** When a pooled connection turns out to be closed
+//!   before the request was written (the upstream's keep-alive timeout raced the checkout),
+//!   hyper hands the request back and it goes out on another connection. A request that was
+//!   written goes out again only under the narrow conditions of [`BufferedPost`]; a streamed
+//!   request body never does.
 //! - **Idle connections close** after `pool_idle_timeout_ms`: a checkout never takes one older
-//!   than that, and a reaper task on the pool's thread closes them while nothing checks out.
-//!   At most `pool_max_idle_per_host` stay open idle; returning one more closes the oldest.
+//!   than that, and a reaper task on the pool's thread closes them while nothing checks out
+//!   (every half timeout, at least every second and at most every minute). At most
+//!   `pool_max_idle_per_host` stay open idle; returning one more closes the oldest.
+//! - The connections are driven by tasks of the runtime that opened them: an [`Upstream`] must
+//!   be used from within a tokio runtime, and is best used from one thread (careguard builds one
+//!   per proxy thread).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -168,12 +173,13 @@ impl Upstream {
             .map_err(ProxyError::BuildRequest)
     }
 
-    /// Copies client headers for the upstream: hop-by-hop and `content-length` dropped, `host`
-    /// set to the upstream's, `authorization` replaced when an upstream key is configured.
+    /// Copies client headers for the upstream: hop-by-hop, `content-length` and `expect`
+    /// dropped (careguard reads or streams the body itself), `host` set to the upstream's, `authorization` replaced when an upstream key is configured.
     pub fn request_headers(&self, incoming: &HeaderMap, identity_encoding: bool) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(incoming.len() + 1);
         copy_end_to_end(incoming, &mut out);
         out.remove(header::CONTENT_LENGTH);
+        out.remove(header::EXPECT);
         out.insert(header::HOST, self.host.clone());
         if identity_encoding {
             out.remove(header::ACCEPT_ENCODING);
@@ -224,6 +230,7 @@ impl Upstream {
                 Some(sender) => sender,
                 None => self.connect().await?,
             };
+            let written = Instant::now();
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let pool = Arc::clone(&self.pool);
@@ -237,7 +244,12 @@ impl Upstream {
                     (Some(unsent), _) if reused => req = unsent,
                     // Written to a pooled connection that closed without a byte of answer: the
                     // upstream closed it while idle, before the request arrived.
-                    (None, Some(post)) if reused && !replayed && closed_unanswered(e.error()) => {
+                    (None, Some(post))
+                        if reused
+                            && !replayed
+                            && written.elapsed() < REPLAY_WINDOW
+                            && closed_unanswered(e.error()) =>
+                    {
                         replayed = true;
                         req = post.request();
                     }
@@ -369,15 +381,22 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// How soon after a request was written a closed or reset connection still counts as the
+/// idle-close race (see [`BufferedPost`]).
+const REPLAY_WINDOW: Duration = Duration::from_secs(1);
+
 /// A POST to the upstream whose body is in memory (a chat request, a re-ask).
 ///
-/// Decision: when such a request was written to a reused keep-alive connection and the
-/// connection closed without a byte of response, it is written once more, on a new connection.
-/// That is the race of an upstream closing an idle connection just as careguard reuses it (the
-/// close is in flight when the request goes out), and answering 502 there would fail a request
-/// the upstream never saw; the OpenAI SDKs would retry that 502 themselves anyway, later. The
-/// cost, in the rare case where the upstream did read the request and then dropped the
-/// connection without answering, is that it generates twice, as after the SDK's own retry.
+/// Decision: when such a request was written to a reused keep-alive connection and, within
+/// [`REPLAY_WINDOW`], the connection closed or was reset before a complete response head, it is
+/// written once more, on a new connection. That is the race of an upstream closing an idle
+/// connection just as careguard reuses it (the close is in flight when the request goes out):
+/// answering 502 there would fail a request the upstream never saw, and the OpenAI SDKs would
+/// retry that 502 themselves anyway, later. hyper reports a close after part of a response head
+/// the same way as a close before any byte, so the rare upstream that read the request, began
+/// to answer and died within the window is asked twice, as after the SDK's own retry; a failure
+/// later than the window (a long generation cut off) is never replayed. `Expect` is not
+/// forwarded (the body is already here, and a `100 Continue` would only widen the ambiguity).
 /// Streamed request bodies (other `/v1` routes) are never written twice.
 #[derive(Debug, Clone)]
 pub struct BufferedPost {
@@ -452,9 +471,22 @@ impl Pool {
         None
     }
 
-    /// Keeps `sender` for reuse, closing the oldest idle connection when the pool is full.
-    fn put(&self, sender: Sender) {
-        if self.max_idle == 0 || sender.is_closed() {
+    /// Keeps `sender` for reuse, closing the oldest idle connection when the pool is full. A
+    /// connection not yet ready for its next request (its request body still going out after an
+    /// early answer) joins the pool when it is, if ever.
+    fn put(self: &Arc<Self>, mut sender: Sender) {
+        if self.max_idle == 0 || self.idle_timeout.is_zero() || sender.is_closed() {
+            return;
+        }
+        if !sender.is_ready() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pool = Arc::clone(self);
+                runtime.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.put(sender);
+                    }
+                });
+            }
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

@@ -51,6 +51,12 @@ pub enum MockReply {
     },
     /// Never sends response headers (until the client gives up).
     StallBeforeHeaders,
+    /// Reads the request, waits `after`, then drops every open connection without answering:
+    /// an upstream that dies (or resets) with the request in hand.
+    DropConnection {
+        /// How long after the request arrived.
+        after: Duration,
+    },
     /// SSE: sends `first`, waits for `gate.notify_one()`, then sends `rest` and ends.
     Gated {
         /// Sent at once.
@@ -308,6 +314,11 @@ async fn handle(st: Arc<MockState>, req: Request<Incoming>) -> Response<MockBody
         MockReply::StallBeforeHeaders => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             json_response(200, json!({}))
+        }
+        MockReply::DropConnection { after } => {
+            tokio::time::sleep(after).await;
+            st.close_all.notify_waiters();
+            std::future::pending().await
         }
     }
 }
