@@ -12,6 +12,13 @@ use serde_json::Value;
 /// One proxy thread, so that every request shares one pool.
 const ONE_THREAD: &str = "[server]\nworkers = 1\n";
 
+/// A mock, careguard in front of it with `toml`, and a client.
+async fn start(toml: &str) -> (MockUpstream, Careguard, reqwest::Client) {
+    let mock = MockUpstream::start().await;
+    let cg = start_careguard(&mock, toml).await;
+    (mock, cg, reqwest::Client::new())
+}
+
 async fn chat(client: &reqwest::Client, cg: &Careguard) -> Value {
     let resp = client
         .post(cg.chat_url())
@@ -25,9 +32,7 @@ async fn chat(client: &reqwest::Client, cg: &Careguard) -> Value {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let mock = MockUpstream::start().await;
-    let cg = start_careguard(&mock, ONE_THREAD).await;
-    let client = reqwest::Client::new();
+    let (mock, cg, client) = start(ONE_THREAD).await;
     for _ in 0..20 {
         let v = chat(&client, &cg).await;
         assert_eq!(v["choices"][0]["message"]["content"], DEFAULT_CONTENT);
@@ -50,9 +55,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 
 #[tokio::test]
 async fn an_upstream_closing_idle_connections_fails_no_request() {
-    let mock = MockUpstream::start().await;
-    let cg = start_careguard(&mock, ONE_THREAD).await;
-    let client = reqwest::Client::new();
+    let (mock, cg, client) = start(ONE_THREAD).await;
     for round in 0..10 {
         chat(&client, &cg).await;
         // The upstream drops the idle connection without announcing it; half the time the next
@@ -78,9 +81,7 @@ async fn an_upstream_closing_idle_connections_fails_no_request() {
 
 #[tokio::test]
 async fn a_request_the_upstream_dropped_at_once_is_sent_again_but_never_a_late_one() {
-    let mock = MockUpstream::start().await;
-    let cg = start_careguard(&mock, ONE_THREAD).await;
-    let client = reqwest::Client::new();
+    let (mock, cg, client) = start(ONE_THREAD).await;
     chat(&client, &cg).await;
 
     // The reused connection dies right after the request arrived: indistinguishable from the
@@ -120,10 +121,10 @@ async fn a_request_the_upstream_dropped_at_once_is_sent_again_but_never_a_late_o
 
 #[tokio::test]
 async fn idle_upstream_connections_close_after_the_idle_timeout() {
-    let mock = MockUpstream::start().await;
-    let toml = format!("{ONE_THREAD}[upstream]\npool_idle_timeout_ms = 200\n");
-    let cg = start_careguard(&mock, &toml).await;
-    let client = reqwest::Client::new();
+    let (mock, cg, client) = start(&format!(
+        "{ONE_THREAD}[upstream]\npool_idle_timeout_ms = 200\n"
+    ))
+    .await;
     chat(&client, &cg).await;
     assert_eq!(mock.connections_open(), 1);
     // The reaper runs every half timeout, at least every second.

@@ -462,7 +462,7 @@ impl Pool {
         while i > 0 {
             i -= 1;
             let entry = &idle[i];
-            if entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout {
+            if self.stale(entry, now) {
                 idle.remove(i);
             } else if entry.sender.is_ready() {
                 return Some(idle.remove(i).sender);
@@ -503,7 +503,12 @@ impl Pool {
     fn expire(&self) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < self.idle_timeout);
+        idle.retain(|e| !self.stale(e, now));
+    }
+
+    /// Whether `entry` is closed or has been idle for the timeout or longer.
+    fn stale(&self, entry: &Idle, now: Instant) -> bool {
+        entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout
     }
 }
 
