@@ -169,7 +169,7 @@ pub(crate) async fn read_limited(
 
 async fn run(
     shared: &Arc<Shared>,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
     slot: &mut Option<Exchange>,
     extra: &mut HeaderMap,
@@ -220,15 +220,12 @@ async fn run(
 
     let upstream = &shared.upstream;
     let uri = upstream.uri_for(&parts.uri)?;
-    let headers = upstream.request_headers(&parts.headers, true);
+    let headers = upstream.request_headers(std::mem::take(&mut parts.headers), true);
     let stream_guard = if stream {
         shared.guard.on_stream(&mut ex.state, &request_body)
     } else {
         None
     };
-    // Keep the target and headers only when a re-ask may need them.
-    let reask_parts =
-        (ex.delivered.is_some() || stream_guard.is_some()).then(|| (uri.clone(), headers.clone()));
     let request = BufferedPost::new(uri, headers, send);
     let sent = Instant::now();
     let deadline = tokio::time::Instant::now() + upstream.first_byte_timeout;
@@ -241,8 +238,13 @@ async fn run(
             return Err(e);
         }
     };
-    let (resp_parts, incoming) = resp.into_parts();
-    let mut out_headers = response_headers(&resp_parts.headers);
+    let (mut resp_parts, incoming) = resp.into_parts();
+    let is_sse = resp_parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut out_headers = response_headers(std::mem::take(&mut resp_parts.headers));
 
     if !resp_parts.status.is_success() {
         // Relay the upstream's own status and body as they are.
@@ -254,11 +256,6 @@ async fn run(
         return Ok(r);
     }
 
-    let is_sse = resp_parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
     if stream && is_sse {
         let mut incoming = incoming;
         // Await the first event before committing to a 200, so a stall keeps a real status.
@@ -270,11 +267,8 @@ async fn run(
         ex.upstream_started = Some(sent);
         ex.overhead += sent.saturating_duration_since(started);
         ex.overhead += resumed.elapsed();
-        let target = if stream_guard.is_some() {
-            reask_parts
-        } else {
-            None
-        };
+        // A guarded stream may re-ask: it keeps the request as the template.
+        let target = stream_guard.is_some().then_some(request);
         let body = GuardedSse::relay(
             ex,
             incoming,
@@ -335,8 +329,7 @@ async fn run(
                 attempt += 1;
                 request_body = JsonBody::from_value(body);
                 let send = request_body.to_bytes();
-                let (uri, headers) = reask_parts.clone().expect("kept when inspecting");
-                let request = BufferedPost::new(uri, headers, send);
+                let request = request.with_body(send);
                 let t = Instant::now();
                 ex.upstream_calls += 1;
                 let result =

@@ -191,7 +191,7 @@ async fn pass_through(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, ProxyError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let upstream = &shared.upstream;
     let limit = shared.proxy.max_body_bytes;
     let declared = parts
@@ -205,7 +205,7 @@ async fn pass_through(
     let mut out = Request::new(boxed(http_body_util::Limited::new(body, limit)));
     *out.method_mut() = parts.method;
     *out.uri_mut() = upstream.uri_for(&parts.uri)?;
-    *out.headers_mut() = upstream.request_headers(&parts.headers, false);
+    *out.headers_mut() = upstream.request_headers(std::mem::take(&mut parts.headers), false);
     if let Some(len) = declared {
         out.headers_mut()
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -223,7 +223,7 @@ async fn pass_through(
         upstream.chunk_timeout,
     )));
     *r.status_mut() = rp.status;
-    *r.headers_mut() = upstream::response_headers(&rp.headers);
+    *r.headers_mut() = upstream::response_headers(rp.headers);
     Ok(r)
 }
 

@@ -14,13 +14,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::upstream::UpstreamIncoming;
+use super::upstream::{BufferedPost, UpstreamIncoming};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
-
-use http::{HeaderMap, Uri};
 
 use super::chat::{call_json, Exchange};
 use super::error::{BoxError, ProxyError};
@@ -62,7 +60,7 @@ pub struct GuardedSse {
     outcome: ExchangeOutcome,
     exchange: Option<Exchange>,
     /// Where a re-ask goes (kept only when a stream guard is present).
-    reask_target: Option<(Uri, HeaderMap)>,
+    reask_target: Option<BufferedPost>,
     /// The re-ask in flight, if any.
     reask: Option<ReaskFuture>,
     /// Re-asks made so far.
@@ -90,7 +88,7 @@ impl GuardedSse {
         upstream: UpstreamIncoming,
         first: Option<Result<Frame<Bytes>, hyper::Error>>,
         guard: Option<Box<dyn StreamGuard>>,
-        reask_target: Option<(Uri, HeaderMap)>,
+        reask_target: Option<BufferedPost>,
         chunk_timeout: Duration,
     ) -> Self {
         exchange.shared.metrics.streams_in_flight.inc();
@@ -417,7 +415,7 @@ impl GuardedSse {
     /// Starts a non-streaming upstream call; false when the re-ask budget is spent.
     fn start_reask(&mut self, mut body: Value, timeout: Duration) -> bool {
         let exchange = self.exchange.as_mut().expect("live");
-        let Some((uri, headers)) = self.reask_target.clone() else {
+        let Some(template) = &self.reask_target else {
             return false;
         };
         if self.attempt >= exchange.shared.proxy.max_reasks {
@@ -430,7 +428,7 @@ impl GuardedSse {
             obj.remove("stream_options");
         }
         let send = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let request = super::upstream::BufferedPost::new(uri, headers, send);
+        let request = template.with_body(send);
         let shared = std::sync::Arc::clone(&exchange.shared);
         self.upstream = None;
         self.reask = Some(Box::pin(async move {

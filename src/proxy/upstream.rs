@@ -173,21 +173,21 @@ impl Upstream {
             .map_err(ProxyError::BuildRequest)
     }
 
-    /// Copies client headers for the upstream: hop-by-hop, `content-length` and `expect`
-    /// dropped (careguard reads or streams the body itself), `host` set to the upstream's, `authorization` replaced when an upstream key is configured.
-    pub fn request_headers(&self, incoming: &HeaderMap, identity_encoding: bool) -> HeaderMap {
-        let mut out = HeaderMap::with_capacity(incoming.len() + 1);
-        copy_end_to_end(incoming, &mut out);
-        out.remove(header::CONTENT_LENGTH);
-        out.remove(header::EXPECT);
-        out.insert(header::HOST, self.host.clone());
+    /// The client's headers made fit for the upstream, in place (no copy): hop-by-hop,
+    /// `content-length` and `expect` dropped (careguard reads or streams the body itself), `host`
+    /// set to the upstream's, `authorization` replaced when an upstream key is configured.
+    pub fn request_headers(&self, mut headers: HeaderMap, identity_encoding: bool) -> HeaderMap {
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::EXPECT);
+        headers.insert(header::HOST, self.host.clone());
         if identity_encoding {
-            out.remove(header::ACCEPT_ENCODING);
+            headers.remove(header::ACCEPT_ENCODING);
         }
         if let Some(key) = &self.api_key {
-            out.insert(header::AUTHORIZATION, key.clone());
+            headers.insert(header::AUTHORIZATION, key.clone());
         }
-        out
+        headers
     }
 
     /// Sends `req` (origin-form URI, headers from [`Self::request_headers`]), its body streamed
@@ -362,22 +362,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Copies `from` into `to` without hop-by-hop headers (including those named by `Connection`).
-pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
-    let named: Vec<&str> = from
+/// Removes hop-by-hop headers (including those named by `Connection`) in place. Most messages
+/// have none, so names are compared first and the map is changed only when one is there.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for (name, value) in from {
-        if HOP_BY_HOP.contains(name)
-            || (!named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())))
-        {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
     }
 }
 
@@ -410,6 +409,11 @@ impl BufferedPost {
     pub fn new(uri: Uri, mut headers: HeaderMap, body: Bytes) -> Self {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         Self { uri, headers, body }
+    }
+
+    /// The same POST (target and headers) with another body: a re-ask.
+    pub fn with_body(&self, body: Bytes) -> Self {
+        Self::new(self.uri.clone(), self.headers.clone(), body)
     }
 
     fn request(&self) -> Request<UpstreamBody> {
@@ -582,11 +586,10 @@ impl Drop for UpstreamIncoming {
 
 /// Response headers for the client: the upstream's end-to-end headers minus `content-length`
 /// (hyper sets it from the body we actually send).
-pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(upstream.len() + 2);
-    copy_end_to_end(upstream, &mut out);
-    out.remove(header::CONTENT_LENGTH);
-    out
+pub fn response_headers(mut upstream: HeaderMap) -> HeaderMap {
+    strip_hop_by_hop(&mut upstream);
+    upstream.remove(header::CONTENT_LENGTH);
+    upstream
 }
 
 /// A relayed body that fails with [`ProxyError::ChunkTimeout`] after too long a silence.
@@ -681,9 +684,15 @@ mod tests {
         h.insert("x-foo", HeaderValue::from_static("1"));
         h.insert("x-bar", HeaderValue::from_static("2"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        let mut out = HeaderMap::new();
-        copy_end_to_end(&h, &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(out.contains_key("x-bar"));
+        h.append("x-bar", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys_len(), 1);
+        let bars: Vec<_> = h.get_all("x-bar").iter().collect();
+        assert_eq!(bars, ["2", "3"]);
+        // Nothing to drop: the map is left as it is.
+        let mut plain = HeaderMap::new();
+        plain.insert("x-keep", HeaderValue::from_static("Keep-Alive"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 }

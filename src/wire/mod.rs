@@ -20,6 +20,8 @@
 //! - A message's `content` given as a list of parts reads as the parts' `text` fields joined by
 //!   newlines (image and audio parts carry no text).
 
+mod scan;
+
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -49,11 +51,10 @@ pub struct RequestView {
 impl RequestView {
     /// Reads `bytes`; `with_messages` false skips the messages (only checks they are an array).
     pub fn read(bytes: &[u8], with_messages: bool) -> Result<Self, serde_json::Error> {
-        if with_messages {
-            parse::<Tolerant<WithMessages>>(bytes).map(|t| t.0 .0)
-        } else {
-            parse::<Tolerant<WithoutMessages>>(bytes).map(|t| t.0 .0)
+        if let Some(view) = scan::request(bytes, with_messages) {
+            return Ok(view);
         }
+        serde_request(bytes, with_messages)
     }
 }
 
@@ -69,8 +70,25 @@ pub struct CompletionView {
 impl CompletionView {
     /// Reads `bytes` (any JSON value; only an object has the fields).
     pub fn read(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        parse::<Tolerant<CompletionView>>(bytes).map(|t| t.0)
+        if let Some(view) = scan::completion(bytes) {
+            return Ok(view);
+        }
+        serde_completion(bytes)
     }
+}
+
+/// [`RequestView::read`] by serde_json alone (what [`scan`] hands over when unsure).
+fn serde_request(bytes: &[u8], with_messages: bool) -> Result<RequestView, serde_json::Error> {
+    if with_messages {
+        parse::<Tolerant<WithMessages>>(bytes).map(|t| t.0 .0)
+    } else {
+        parse::<Tolerant<WithoutMessages>>(bytes).map(|t| t.0 .0)
+    }
+}
+
+/// [`CompletionView::read`] by serde_json alone.
+fn serde_completion(bytes: &[u8]) -> Result<CompletionView, serde_json::Error> {
+    parse::<Tolerant<CompletionView>>(bytes).map(|t| t.0)
 }
 
 /// Reads `bytes` as `T`. A body that is valid UTF-8 as a whole (nearly every body) is read as a

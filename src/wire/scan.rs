@@ -1,0 +1,616 @@
+//! The fast path of the readers in [`super`]: a validating JSON scanner that answers only when
+//! it is sure.
+//!
+//! serde_json reads a string a byte (or a word) at a time and goes through a visitor per value;
+//! on the benchmark's 3 KB chat body that is ~16K instructions, a quarter of everything the proxy
+//! does for a pass-through request (callgrind, `scripts/instructions.sh`). This scanner finds
+//! string ends with `memchr` (SIMD) and checks control characters with a loop the compiler
+//! vectorises, and keeps no visitor state.
+//!
+//! Decision: **it never decides anything serde_json would decide differently.** It accepts a
+//! strict subset of JSON and returns `None` for anything outside it, and the caller then reads the
+//! body with serde_json as before (which gives the same answer, or the error with serde_json's
+//! own message, line and column). Outside the subset, and so left to serde_json: exponents and
+//! numbers of more than 18 integer or fraction digits (range checks), `\u` escapes of UTF-16
+//! surrogates (pairing rules), escaped object keys (keys are compared unescaped), nesting deeper
+//! than 100 (serde_json stops at 128), and every invalid input. Within it, a body it accepts is
+//! one serde_json accepts and its answer is the one the serde readers give; a test mutates
+//! bodies at random and checks exactly that.
+
+use std::borrow::Cow;
+
+use super::{ChatMessage, CompletionView, RequestView};
+
+/// Below serde_json's recursion limit (128), so nothing this scanner accepts hits it.
+const MAX_DEPTH: u32 = 100;
+
+/// Longest run of integer or fraction digits read here; longer numbers go to serde_json.
+const MAX_DIGITS: usize = 18;
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    depth: u32,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    /// The next byte after whitespace (JSON's four whitespace bytes only).
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.bytes.get(self.at) {
+            if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
+                return Some(c);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let found = self.peek() == Some(c);
+        self.at += usize::from(found);
+        found
+    }
+
+    /// Nothing but whitespace left.
+    fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    /// A string at the cursor: its raw contents (between the quotes, valid UTF-8) and whether
+    /// it has escapes. Structural bytes outside strings are ASCII or the scan fails, so a body
+    /// the scanner accepts is valid UTF-8 without a pass of its own.
+    fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.at;
+        let mut escaped = false;
+        let mut ascii = true;
+        loop {
+            let rest = &self.bytes[self.at..];
+            let n = memchr::memchr2(b'"', b'\\', rest)?;
+            let (lo, hi) = min_max(&rest[..n]);
+            if lo < 0x20 {
+                return None;
+            }
+            ascii &= hi < 0x80;
+            self.at += n;
+            if self.bytes[self.at] == b'"' {
+                let raw = &self.bytes[start..self.at];
+                if !ascii && simdutf8::basic::from_utf8(raw).is_err() {
+                    return None;
+                }
+                self.at += 1;
+                return Some((raw, escaped));
+            }
+            escaped = true;
+            match *self.bytes.get(self.at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                b'u' => {
+                    let code = hex4(self.bytes.get(self.at + 2..self.at + 6)?)?;
+                    if (0xD800..0xE000).contains(&code) {
+                        return None;
+                    }
+                    self.at += 6;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at the cursor, unescaped.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let (raw, escaped) = self.raw_string()?;
+        let raw = simdutf8::basic::from_utf8(raw).ok()?;
+        if escaped {
+            unescape(raw).map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(raw))
+        }
+    }
+
+    /// A string value as owned text, or `None` (after checking the value) when it is another type.
+    /// The outer `Option` is the scanner's "not sure".
+    fn string_or_none(&mut self) -> Option<Option<String>> {
+        if self.peek()? == b'"' {
+            self.string().map(|s| Some(s.into_owned()))
+        } else {
+            self.skip().map(|()| None)
+        }
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// An object at the cursor; `field` is called with each key and must read its value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        self.enter()?;
+        if !self.eat(b'}') {
+            loop {
+                let (key, escaped) = self.raw_string()?;
+                if escaped || !self.eat(b':') {
+                    return None;
+                }
+                field(self, key)?;
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b'}') {
+                    break;
+                }
+                return None;
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An array at the cursor; `element` is called for each element and must read it.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if !self.eat(b'[') {
+            return None;
+        }
+        self.enter()?;
+        if !self.eat(b']') {
+            loop {
+                element(self)?;
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b']') {
+                    break;
+                }
+                return None;
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// Checks and skips any value.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.raw_string().map(drop),
+            b'{' => self.object(|s, _| s.skip()),
+            b'[' => self.array(Self::skip),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, at most [`MAX_DIGITS`] digits on each side, no exponent.
+    /// What follows is checked by the caller (a number must be followed by `,`, `}`, `]`,
+    /// whitespace or the end, so `01` or `1x` fail there).
+    fn number(&mut self) -> Option<()> {
+        let b = self.bytes;
+        let mut i = self.at;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let int_end = match b.get(i)? {
+            b'0' => i + 1,
+            b'1'..=b'9' => digits(i),
+            _ => return None,
+        };
+        if int_end - i > MAX_DIGITS {
+            return None;
+        }
+        i = int_end;
+        if b.get(i) == Some(&b'.') {
+            let end = digits(i + 1);
+            if end == i + 1 || end - (i + 1) > MAX_DIGITS {
+                return None;
+            }
+            i = end;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            return None;
+        }
+        self.at = i;
+        Some(())
+    }
+}
+
+/// The smallest and largest byte: below 0x20 is a control character (forbidden raw in a JSON
+/// string), 0x80 and above is non-ASCII (UTF-8 to check). No early exit, so the loop compiles to
+/// SIMD minimum and maximum.
+fn min_max(bytes: &[u8]) -> (u8, u8) {
+    bytes
+        .iter()
+        .fold((u8::MAX, 0), |(lo, hi), &c| (lo.min(c), hi.max(c)))
+}
+
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let v = char::from(d).to_digit(16)?;
+        Some(acc * 16 + v)
+    })
+}
+
+/// The text of a string's raw contents that [`Scanner::raw_string`] accepted (so every escape is
+/// valid and no `\u` is a surrogate).
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(n) = memchr::memchr(b'\\', rest.as_bytes()) {
+        out.push_str(&rest[..n]);
+        let esc = rest.as_bytes().get(n + 1)?;
+        let mut len = 2;
+        out.push(match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                len = 6;
+                char::from_u32(hex4(rest.as_bytes().get(n + 2..n + 6)?)?)?
+            }
+            _ => return None,
+        });
+        rest = rest.get(n + len..)?;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// [`RequestView::read`]'s answer for `text`, or `None` when the scanner is not sure.
+pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> {
+    let mut s = Scanner::new(bytes);
+    let mut view = RequestView::default();
+    if s.peek()? == b'{' {
+        s.object(|s, key| match key {
+            b"messages" => {
+                view.messages.clear();
+                view.has_messages = s.peek()? == b'[';
+                if view.has_messages && with_messages {
+                    s.array(|s| {
+                        view.messages.extend(message(s)?);
+                        Some(())
+                    })
+                } else {
+                    s.skip()
+                }
+            }
+            b"stream" => {
+                view.stream = s.peek()? == b't';
+                s.skip()
+            }
+            b"model" => {
+                view.model = s.string_or_none()?;
+                Some(())
+            }
+            _ => s.skip(),
+        })?;
+    } else {
+        s.skip()?;
+    }
+    s.at_end().then_some(view)
+}
+
+/// One element of `messages`: `Some` when it is an object with a string `role`.
+fn message(s: &mut Scanner<'_>) -> Option<Option<ChatMessage>> {
+    if s.peek()? != b'{' {
+        return s.skip().map(|()| None);
+    }
+    let (mut role, mut content) = (None, String::new());
+    s.object(|s, key| match key {
+        b"role" => {
+            role = s.string_or_none()?;
+            Some(())
+        }
+        b"content" => {
+            content = match s.peek()? {
+                b'"' => s.string()?.into_owned(),
+                b'[' => parts(s)?,
+                _ => {
+                    s.skip()?;
+                    String::new()
+                }
+            };
+            Some(())
+        }
+        _ => s.skip(),
+    })?;
+    Some(role.map(|role| ChatMessage { role, content }))
+}
+
+/// A list of content parts: their string `text` fields joined by newlines.
+fn parts(s: &mut Scanner<'_>) -> Option<String> {
+    let mut text = String::new();
+    let mut first = true;
+    s.array(|s| {
+        let mut part = None;
+        if s.peek()? == b'{' {
+            s.object(|s, key| {
+                if key == b"text" {
+                    part = s.string_or_none()?;
+                    Some(())
+                } else {
+                    s.skip()
+                }
+            })?;
+        } else {
+            s.skip()?;
+        }
+        if let Some(part) = part {
+            if !first {
+                text.push('\n');
+            }
+            text.push_str(&part);
+            first = false;
+        }
+        Some(())
+    })?;
+    Some(text)
+}
+
+/// [`CompletionView::read`]'s answer for `text`, or `None` when the scanner is not sure.
+pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
+    let mut s = Scanner::new(bytes);
+    let mut view = CompletionView::default();
+    if s.peek()? == b'{' {
+        s.object(|s, key| match key {
+            b"model" => {
+                view.model = s.string_or_none()?;
+                Some(())
+            }
+            b"choices" => {
+                view.content = None;
+                if s.peek()? != b'[' {
+                    return s.skip();
+                }
+                let mut first = true;
+                s.array(|s| {
+                    if std::mem::take(&mut first) {
+                        view.content = choice_content(s)?;
+                        Some(())
+                    } else {
+                        s.skip()
+                    }
+                })
+            }
+            _ => s.skip(),
+        })?;
+    } else {
+        s.skip()?;
+    }
+    s.at_end().then_some(view)
+}
+
+/// A choice's `message.content` when it is a string.
+fn choice_content(s: &mut Scanner<'_>) -> Option<Option<String>> {
+    if s.peek()? != b'{' {
+        return s.skip().map(|()| None);
+    }
+    let mut content = None;
+    s.object(|s, key| {
+        if key != b"message" {
+            return s.skip();
+        }
+        content = None;
+        if s.peek()? != b'{' {
+            return s.skip();
+        }
+        s.object(|s, key| {
+            if key == b"content" {
+                content = s.string_or_none()?;
+                Some(())
+            } else {
+                s.skip()
+            }
+        })
+    })?;
+    Some(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The serde readers' answers (the slow path alone).
+    fn slow_request(body: &[u8], with_messages: bool) -> Result<RequestView, serde_json::Error> {
+        super::super::serde_request(body, with_messages)
+    }
+
+    fn slow_completion(body: &[u8]) -> Result<CompletionView, serde_json::Error> {
+        super::super::serde_completion(body)
+    }
+
+    const SEEDS: &[&str] = &[
+        r#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are a kind, careful assistant.\nBe brief."},{"role":"user","content":"I \"lost\" my job today \u2014 caf\u00e9 \\ tab\there","name":"u1"},{"role":"assistant","content":null},{"role":"user","content":[{"type":"text","text":"part one"},{"type":"image_url","image_url":{"url":"data:x"}},{"type":"text","text":"part two \u00e9"}]}],"stream":true,"temperature":0.7,"max_tokens":512,"n":1,"stop":["\n\n"],"stream_options":{"include_usage":true},"user":"é 日本"}"#,
+        r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer","minimum":-5,"maximum":10.25}},"required":["a"]}}}],"logit_bias":{"50256":-100},"seed":123456789012}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"there\"\nI hear you.","refusal":null},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"second"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#,
+        r#"[{"messages":[]},1,-0,0.5,true,false,null,"s",{}]"#,
+        r#" { "messages" : [ { "role" : "user" , "content" : "spaced" } ] , "stream" : false } "#,
+    ];
+
+    /// A deterministic xorshift for the mutations.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Bytes that change a JSON body's meaning or validity (invalid UTF-8 among them: a lone
+    /// continuation byte, a cut two-byte sequence, an overlong `/`, an encoded surrogate).
+    const ALPHABET: &[&[u8]] = &[
+        b"\xff",
+        b"\xc3",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\x80",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b",",
+        b":",
+        b"\\",
+        b"\\u",
+        b"\\ud83d",
+        b"\\u00e9",
+        b"u",
+        b"0",
+        b"1",
+        b"9",
+        b"-",
+        b"+",
+        b".",
+        b"e",
+        b"E",
+        b"t",
+        b"f",
+        b"n",
+        b" ",
+        b"\n",
+        b"\t",
+        b"\x01",
+        "\u{e9}".as_bytes(),
+        "\u{65e5}".as_bytes(),
+        b"true",
+        b"null",
+        b"\"role\"",
+        b"\"content\"",
+        b"\"messages\"",
+        b"\"stream\"",
+        b"\"model\"",
+        b"\"text\"",
+        b"\"choices\"",
+        b"\"message\"",
+        b"1e400",
+        b"12345678901234567890",
+    ];
+
+    fn mutate(rng: &mut Rng, seed: &str) -> Vec<u8> {
+        let mut s: Vec<u8> = seed.as_bytes().to_vec();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(s.len() + 1);
+            match rng.below(4) {
+                0 if at < s.len() => {
+                    let len = 1 + rng.below(8.min(s.len() - at));
+                    s.drain(at..at + len);
+                }
+                1 if at < s.len() => {
+                    let len = 1 + rng.below(40.min(s.len() - at));
+                    let copy = s[at..at + len].to_vec();
+                    let to = rng.below(s.len() + 1);
+                    s.splice(to..to, copy);
+                }
+                _ => {
+                    let piece = ALPHABET[rng.below(ALPHABET.len())];
+                    s.splice(at..at, piece.iter().copied());
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn seeds_take_the_fast_path_with_the_slow_paths_answers() {
+        for seed in SEEDS {
+            let body = seed.as_bytes();
+            for with_messages in [true, false] {
+                let fast = request(body, with_messages);
+                assert!(fast.is_some(), "not scanned: {seed}");
+                assert_eq!(fast.unwrap(), slow_request(body, with_messages).unwrap());
+            }
+            assert_eq!(completion(body), Some(slow_completion(body).unwrap()));
+        }
+    }
+
+    #[test]
+    fn mutated_bodies_get_the_slow_paths_answer_or_none() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut scanned, mut invalid_seen) = (0, 0);
+        let rounds = 20_000;
+        for round in 0..rounds {
+            let body = mutate(&mut rng, SEEDS[round % SEEDS.len()]);
+            let valid = serde_json::from_slice::<Value>(&body).is_ok();
+            let shown = String::from_utf8_lossy(&body);
+            invalid_seen += usize::from(!valid);
+            for with_messages in [true, false] {
+                if let Some(fast) = request(&body, with_messages) {
+                    scanned += 1;
+                    let slow = slow_request(&body, with_messages);
+                    assert!(valid, "accepted what the tree rejects: {shown}");
+                    assert_eq!(Ok(fast), slow.map_err(|e| e.to_string()), "{shown}");
+                }
+            }
+            if let Some(fast) = completion(&body) {
+                assert!(valid, "accepted what the tree rejects: {shown}");
+                assert_eq!(fast, slow_completion(&body).unwrap(), "{shown}");
+            }
+        }
+        // The mutations reach both sides of the line: bodies the scanner reads and invalid ones.
+        assert!(scanned > rounds / 8, "scanned {scanned} of {rounds}");
+        assert!(
+            invalid_seen > rounds / 4,
+            "invalid {invalid_seen} of {rounds}"
+        );
+    }
+
+    #[test]
+    fn leaves_to_serde_json_what_it_does_not_decide() {
+        let unsure = [
+            r#"{"messages":[],"temperature":1e2}"#,
+            r#"{"messages":[],"seed":1234567890123456789012}"#,
+            r#"{"messages":[],"user":"\ud83d\ude00"}"#,
+            r#"{"messag\u0065s":[]}"#,
+            &format!(
+                r#"{{"messages":[],"x":{}{}}}"#,
+                "[".repeat(101),
+                "]".repeat(101)
+            ),
+            r#"{"messages":[],}"#,
+            r#"{"messages":[]"#,
+            r#"{"messages":[01]}"#,
+        ];
+        for body in unsure {
+            assert_eq!(request(body.as_bytes(), true), None, "{body}");
+        }
+        // Valid ones among them still read, through serde_json.
+        let view = RequestView::read(br#"{"messag\u0065s":[],"stream":true}"#, false).unwrap();
+        assert!(view.has_messages && view.stream);
+    }
+}
