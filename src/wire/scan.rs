@@ -3,15 +3,18 @@
 //!
 //! serde_json reads a string a byte (or a word) at a time and goes through a visitor per value;
 //! on the benchmark's 3 KB chat body that is ~16K instructions, a quarter of everything the proxy
-//! does for a pass-through request (callgrind, `scripts/instructions.sh`). This scanner finds
-//! string ends with `memchr` (SIMD) and checks control characters with a loop the compiler
-//! vectorises, and keeps no visitor state.
+//! does for a pass-through request (callgrind, `scripts/instructions.sh`). This scanner checks
+//! UTF-8 once for the whole body (`simdutf8`) and looks for raw control characters once for the
+//! whole body (a loop the compiler vectorises; only a body that has some, such as pretty-printed
+//! JSON, has its strings checked one by one), finds string ends with `memchr` (SIMD), and keeps
+//! no visitor state.
 //!
 //! Decision: **it never decides anything serde_json would decide differently.** It accepts a
 //! strict subset of JSON and returns `None` for anything outside it, and the caller then reads the
 //! body with serde_json as before (which gives the same answer, or the error with serde_json's
-//! own message, line and column). Outside the subset, and so left to serde_json: exponents and
-//! numbers of more than 18 integer or fraction digits (range checks), `\u` escapes of UTF-16
+//! own message, line and column). Outside the subset, and so left to serde_json: exponents (their
+//! range checks) and, to keep the number rule simple, numbers of more than 18 integer or fraction
+//! digits, `\u` escapes of UTF-16
 //! surrogates (pairing rules), escaped object keys (keys are compared unescaped), nesting deeper
 //! than 100 (serde_json stops at 128), and every invalid input. Within it, a body it accepts is
 //! one serde_json accepts and its answer is the one the serde readers give; a test mutates
@@ -28,18 +31,28 @@ const MAX_DEPTH: u32 = 100;
 const MAX_DIGITS: usize = 18;
 
 struct Scanner<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
     depth: u32,
+    /// Whether the body has any byte below 0x20 at all; most (compact JSON from an SDK) have
+    /// none, and then no string needs checking for raw control characters.
+    controls: bool,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self {
+    /// A scanner over `bytes`, or `None` when they are not UTF-8. Both whole-body checks (UTF-8,
+    /// and whether any control byte occurs) are SIMD passes, cheaper than a check per string.
+    fn new(bytes: &'a [u8]) -> Option<Self> {
+        let text = simdutf8::basic::from_utf8(bytes).ok()?;
+        let controls = min(bytes) < 0x20;
+        Some(Self {
+            text,
             bytes,
             at: 0,
             depth: 0,
-        }
+            controls,
+        })
     }
 
     /// The next byte after whitespace (JSON's four whitespace bytes only).
@@ -64,30 +77,22 @@ impl<'a> Scanner<'a> {
         self.peek().is_none()
     }
 
-    /// A string at the cursor: its raw contents (between the quotes, valid UTF-8) and whether
-    /// it has escapes. Structural bytes outside strings are ASCII or the scan fails, so a body
-    /// the scanner accepts is valid UTF-8 without a pass of its own.
-    fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
+    /// A string at the cursor: its raw contents (between the quotes) and whether it has escapes.
+    fn raw_string(&mut self) -> Option<(&'a str, bool)> {
         if !self.eat(b'"') {
             return None;
         }
         let start = self.at;
         let mut escaped = false;
-        let mut ascii = true;
         loop {
             let rest = &self.bytes[self.at..];
             let n = memchr::memchr2(b'"', b'\\', rest)?;
-            let (lo, hi) = min_max(&rest[..n]);
-            if lo < 0x20 {
+            if self.controls && min(&rest[..n]) < 0x20 {
                 return None;
             }
-            ascii &= hi < 0x80;
             self.at += n;
             if self.bytes[self.at] == b'"' {
-                let raw = &self.bytes[start..self.at];
-                if !ascii && simdutf8::basic::from_utf8(raw).is_err() {
-                    return None;
-                }
+                let raw = self.text.get(start..self.at)?;
                 self.at += 1;
                 return Some((raw, escaped));
             }
@@ -109,7 +114,6 @@ impl<'a> Scanner<'a> {
     /// A string at the cursor, unescaped.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let (raw, escaped) = self.raw_string()?;
-        let raw = simdutf8::basic::from_utf8(raw).ok()?;
         if escaped {
             unescape(raw).map(Cow::Owned)
         } else {
@@ -144,7 +148,7 @@ impl<'a> Scanner<'a> {
                 if escaped || !self.eat(b':') {
                     return None;
                 }
-                field(self, key)?;
+                field(self, key.as_bytes())?;
                 if self.eat(b',') {
                     continue;
                 }
@@ -238,13 +242,10 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The smallest and largest byte: below 0x20 is a control character (forbidden raw in a JSON
-/// string), 0x80 and above is non-ASCII (UTF-8 to check). No early exit, so the loop compiles to
-/// SIMD minimum and maximum.
-fn min_max(bytes: &[u8]) -> (u8, u8) {
-    bytes
-        .iter()
-        .fold((u8::MAX, 0), |(lo, hi), &c| (lo.min(c), hi.max(c)))
+/// The smallest byte (below 0x20 is a control character, forbidden raw in a JSON string). No
+/// early exit, so the loop compiles to a SIMD minimum.
+fn min(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(u8::MAX, |lo, &c| lo.min(c))
 }
 
 fn hex4(digits: &[u8]) -> Option<u32> {
@@ -255,7 +256,7 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 }
 
 /// The text of a string's raw contents that [`Scanner::raw_string`] accepted (so every escape is
-/// valid and no `\u` is a surrogate).
+/// valid and no `\u` is a surrogate: none of the `?` below can fail after it).
 fn unescape(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -286,7 +287,7 @@ fn unescape(raw: &str) -> Option<String> {
 
 /// [`RequestView::read`]'s answer for `text`, or `None` when the scanner is not sure.
 pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> {
-    let mut s = Scanner::new(bytes);
+    let mut s = Scanner::new(bytes)?;
     let mut view = RequestView::default();
     if s.peek()? == b'{' {
         s.object(|s, key| match key {
@@ -302,6 +303,8 @@ pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> 
                     s.skip()
                 }
             }
+            // Decided from the first byte: the skip that follows checks the whole value, so a
+            // `t` that is not the literal `true` fails the scan.
             b"stream" => {
                 view.stream = s.peek()? == b't';
                 s.skip()
@@ -377,7 +380,7 @@ fn parts(s: &mut Scanner<'_>) -> Option<String> {
 
 /// [`CompletionView::read`]'s answer for `text`, or `None` when the scanner is not sure.
 pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
-    let mut s = Scanner::new(bytes);
+    let mut s = Scanner::new(bytes)?;
     let mut view = CompletionView::default();
     if s.peek()? == b'{' {
         s.object(|s, key| match key {
@@ -454,6 +457,7 @@ mod tests {
         r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"there\"\nI hear you.","refusal":null},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"second"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#,
         r#"[{"messages":[]},1,-0,0.5,true,false,null,"s",{}]"#,
         r#" { "messages" : [ { "role" : "user" , "content" : "spaced" } ] , "stream" : false } "#,
+        "{\n\t\"model\": \"m\",\r\n\t\"messages\": [\n\t\t{\"role\": \"user\", \"content\": \"pretty\\tprinted\"}\n\t]\n}\n",
     ];
 
     /// A deterministic xorshift for the mutations.
@@ -605,10 +609,36 @@ mod tests {
             r#"{"messages":[],}"#,
             r#"{"messages":[]"#,
             r#"{"messages":[01]}"#,
+            // A raw tab inside a string, in a body with no other control byte.
+            "{\"messages\":[],\"user\":\"a\tb\"}",
         ];
         for body in unsure {
             assert_eq!(request(body.as_bytes(), true), None, "{body}");
         }
+        // The edges of the subset, read on the fast path with the slow path's answers.
+        let deep = |n: usize| {
+            format!(
+                r#"{{"messages":[],"x":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let edges = [
+            deep(99),
+            r#"{"messages":[{"role":"user","content":"nul \u0000, \u00E9 \u00e9"}]}"#.to_owned(),
+            "{\"messages\":[{\"role\":\"user\",\n\"content\":\"a\\tb\"}]}".to_owned(),
+            r#"{"choices":[{"message":{"content":"a"}}],"choices":[]}"#.to_owned(),
+        ];
+        for body in &edges {
+            let body = body.as_bytes();
+            let fast = request(body, true).expect("scanned");
+            assert_eq!(fast, slow_request(body, true).unwrap());
+            assert_eq!(completion(body), Some(slow_completion(body).unwrap()));
+        }
+        assert_eq!(request(deep(100).as_bytes(), true), None);
+        let raw_control = "{\"messages\":[],\n\"user\":\"a\u{1}b\"}";
+        assert_eq!(request(raw_control.as_bytes(), true), None);
+        assert!(slow_request(raw_control.as_bytes(), true).is_err());
         // Valid ones among them still read, through serde_json.
         let view = RequestView::read(br#"{"messag\u0065s":[],"stream":true}"#, false).unwrap();
         assert!(view.has_messages && view.stream);
