@@ -184,6 +184,31 @@ impl<'a> Scanner<'a> {
         Some(())
     }
 
+    /// An object's fields, read with `field` as [`Self::object`] does; any other value is checked
+    /// and skipped, so its fields read as absent (the serde readers' `Tolerant`).
+    fn fields(&mut self, field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if self.peek()? == b'{' {
+            self.object(field)
+        } else {
+            self.skip()
+        }
+    }
+
+    /// The string field `name` of an object (its last occurrence), or `None` when the value is
+    /// not an object or the field is absent or not a string.
+    fn string_field(&mut self, name: &[u8]) -> Option<Option<String>> {
+        let mut found = None;
+        self.fields(|s, key| {
+            if key == name {
+                found = s.string_or_none()?;
+                Some(())
+            } else {
+                s.skip()
+            }
+        })?;
+        Some(found)
+    }
+
     /// Checks and skips any value.
     fn skip(&mut self) -> Option<()> {
         match self.peek()? {
@@ -285,12 +310,18 @@ fn unescape(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// [`RequestView::read`]'s answer for `text`, or `None` when the scanner is not sure.
-pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> {
+/// Reads a whole body with `read`: `None` unless it reads and only whitespace follows.
+fn whole(bytes: &[u8], read: impl FnOnce(&mut Scanner<'_>) -> Option<()>) -> Option<()> {
     let mut s = Scanner::new(bytes)?;
+    read(&mut s)?;
+    s.at_end().then_some(())
+}
+
+/// [`RequestView::read`]'s answer for `bytes`, or `None` when the scanner is not sure.
+pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> {
     let mut view = RequestView::default();
-    if s.peek()? == b'{' {
-        s.object(|s, key| match key {
+    whole(bytes, |s| {
+        s.fields(|s, key| match key {
             b"messages" => {
                 view.messages.clear();
                 view.has_messages = s.peek()? == b'[';
@@ -314,20 +345,15 @@ pub(super) fn request(bytes: &[u8], with_messages: bool) -> Option<RequestView> 
                 Some(())
             }
             _ => s.skip(),
-        })?;
-    } else {
-        s.skip()?;
-    }
-    s.at_end().then_some(view)
+        })
+    })?;
+    Some(view)
 }
 
 /// One element of `messages`: `Some` when it is an object with a string `role`.
 fn message(s: &mut Scanner<'_>) -> Option<Option<ChatMessage>> {
-    if s.peek()? != b'{' {
-        return s.skip().map(|()| None);
-    }
     let (mut role, mut content) = (None, String::new());
-    s.object(|s, key| match key {
+    s.fields(|s, key| match key {
         b"role" => {
             role = s.string_or_none()?;
             Some(())
@@ -353,20 +379,7 @@ fn parts(s: &mut Scanner<'_>) -> Option<String> {
     let mut text = String::new();
     let mut first = true;
     s.array(|s| {
-        let mut part = None;
-        if s.peek()? == b'{' {
-            s.object(|s, key| {
-                if key == b"text" {
-                    part = s.string_or_none()?;
-                    Some(())
-                } else {
-                    s.skip()
-                }
-            })?;
-        } else {
-            s.skip()?;
-        }
-        if let Some(part) = part {
+        if let Some(part) = s.string_field(b"text")? {
             if !first {
                 text.push('\n');
             }
@@ -378,12 +391,11 @@ fn parts(s: &mut Scanner<'_>) -> Option<String> {
     Some(text)
 }
 
-/// [`CompletionView::read`]'s answer for `text`, or `None` when the scanner is not sure.
+/// [`CompletionView::read`]'s answer for `bytes`, or `None` when the scanner is not sure.
 pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
-    let mut s = Scanner::new(bytes)?;
     let mut view = CompletionView::default();
-    if s.peek()? == b'{' {
-        s.object(|s, key| match key {
+    whole(bytes, |s| {
+        s.fields(|s, key| match key {
             b"model" => {
                 view.model = s.string_or_none()?;
                 Some(())
@@ -404,35 +416,21 @@ pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
                 })
             }
             _ => s.skip(),
-        })?;
-    } else {
-        s.skip()?;
-    }
-    s.at_end().then_some(view)
+        })
+    })?;
+    Some(view)
 }
 
 /// A choice's `message.content` when it is a string.
 fn choice_content(s: &mut Scanner<'_>) -> Option<Option<String>> {
-    if s.peek()? != b'{' {
-        return s.skip().map(|()| None);
-    }
     let mut content = None;
-    s.object(|s, key| {
-        if key != b"message" {
-            return s.skip();
+    s.fields(|s, key| {
+        if key == b"message" {
+            content = s.string_field(b"content")?;
+            Some(())
+        } else {
+            s.skip()
         }
-        content = None;
-        if s.peek()? != b'{' {
-            return s.skip();
-        }
-        s.object(|s, key| {
-            if key == b"content" {
-                content = s.string_or_none()?;
-                Some(())
-            } else {
-                s.skip()
-            }
-        })
     })?;
     Some(content)
 }
