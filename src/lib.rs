@@ -1,5 +1,6 @@
 //! careguard: an OpenAI-compatible reverse proxy that guards mental-health and companion chatbots.
-// One measured exception: `memory::release_free_heap` calls glibc's `malloc_trim`.
+// Measured exceptions (`memory`): the allocator's collection calls in `release_free_heap`
+// (mimalloc's `mi_collect`, glibc's `malloc_trim`).
 #![deny(unsafe_code)]
 
 pub mod audit;
