@@ -415,7 +415,7 @@ fn exchange_out<'a>(p: &'a Pending, tenant: &'a str, retention: Retention) -> Ex
         outcome,
         upstream_error,
         upstream_calls: p.upstream_calls,
-        rules_version: state.map(|s| s.rules_version.as_str()),
+        rules_version: state.map(|s| &*s.rules_version),
         retention: retention.as_str(),
         assessment: state.map(|s| &s.assessment),
         violations: state.map_or(&[], |s| s.violations.as_slice()),

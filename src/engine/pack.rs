@@ -183,7 +183,7 @@ pub struct RuleSet {
     pub(crate) slang: Slang,
     pub(crate) negation: Option<regex::bytes::Regex>,
     packs: Vec<PackInfo>,
-    version: String,
+    version: std::sync::Arc<str>,
 }
 
 impl RuleSet {
@@ -275,7 +275,7 @@ impl RuleSet {
             slang,
             negation,
             packs,
-            version,
+            version: version.into(),
         })
     }
 
@@ -292,6 +292,11 @@ impl RuleSet {
     /// A content hash of the packs (12 hex digits): changes whenever any pack changes.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// [`Self::version`], shared: what each exchange records without a copy.
+    pub fn version_shared(&self) -> std::sync::Arc<str> {
+        std::sync::Arc::clone(&self.version)
     }
 
     /// The slang table used by normalisation.

@@ -62,7 +62,7 @@ pub struct ExchangeState {
     /// Whether the upstream was skipped or steered because of a crisis.
     pub preempted: Option<Preemption>,
     /// The rule-pack version that judged it.
-    pub rules_version: String,
+    pub rules_version: Arc<str>,
 }
 
 /// Receives each finished exchange (the audit log implements it).
@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) policy: Policy,
     pub(crate) texts: SafeTexts,
     pub(crate) metrics: GuardMetrics,
+    /// The locale of a request that names none (most): the policy's default, resolved once.
+    default_locale: Locale,
 }
 
 /// The careguard guard: implements [`Guard`] with the engine and the policy.
@@ -99,12 +101,14 @@ impl CareGuard {
         texts: SafeTexts,
         metrics: GuardMetrics,
     ) -> Self {
+        let default_locale = texts.resolve(None, &policy.config().default_locale);
         Self {
             inner: Arc::new(Inner {
                 engine,
                 policy,
                 texts,
                 metrics,
+                default_locale,
             }),
             sink: None,
         }
@@ -117,17 +121,19 @@ impl CareGuard {
     }
 }
 
-/// `suicidal_ideation:method,mania:present`, or `none`.
-fn conditions_label(assessment: &Assessment) -> String {
+/// The conditions header: `suicidal_ideation:method,mania:present`, or `none` (most
+/// conversations, answered without formatting anything).
+fn conditions_header(assessment: &Assessment) -> HeaderValue {
     if assessment.conditions.is_empty() {
-        return "none".into();
+        return HeaderValue::from_static("none");
     }
-    assessment
+    let label = assessment
         .conditions
         .iter()
         .map(|c| format!("{}:{}", c.condition, c.level))
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    header(&label)
 }
 
 fn header(value: &str) -> HeaderValue {
@@ -292,9 +298,12 @@ impl Guard for CareGuard {
         let assessment = inner.engine.classify(&messages);
         inner.metrics.check_duration(started.elapsed());
         inner.metrics.assessed(&assessment);
-        let locale = inner
-            .texts
-            .resolve(request.locale(), &inner.policy.config().default_locale);
+        let locale = match request.locale() {
+            Some(tag) => inner
+                .texts
+                .resolve(Some(tag), &inner.policy.config().default_locale),
+            None => inner.default_locale.clone(),
+        };
         let mut state = ExchangeState {
             messages,
             assessment,
@@ -305,13 +314,10 @@ impl Guard for CareGuard {
             referral: false,
             reasks: 0,
             preempted: None,
-            rules_version: inner.engine.rules().version().to_string(),
+            rules_version: inner.engine.rules().version_shared(),
         };
         let mut headers = HeaderMap::new();
-        headers.insert(
-            CONDITIONS_HEADER,
-            header(&conditions_label(&state.assessment)),
-        );
+        headers.insert(CONDITIONS_HEADER, conditions_header(&state.assessment));
         let preemption = inner.policy.config().crisis_preemption;
         let action = if state.assessment.crisis && preemption != Preemption::Off {
             state.preempted = Some(preemption);

@@ -79,6 +79,9 @@ pub struct Upstream {
     /// The `Host` header: the host, and the port unless it is the scheme's default.
     host: HeaderValue,
     prefix: String,
+    /// [`Self::uri_for`] of `/v1/chat/completions`, built once: the route of nearly every
+    /// request, whose URI would otherwise be formatted and parsed anew each time.
+    chat_uri: Uri,
     api_key: Option<HeaderValue>,
     /// Time allowed to the first response byte.
     pub first_byte_timeout: Duration,
@@ -113,6 +116,8 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|e| UpstreamSetupError::BadUrl(e.to_string()))?;
+        let chat_uri = map_uri(&prefix, CHAT_PATH, None)
+            .map_err(|e| UpstreamSetupError::BadUrl(e.to_string()))?;
         let api_key = match &cfg.api_key_env {
             Some(name) => {
                 let key = std::env::var(name)
@@ -146,6 +151,7 @@ impl Upstream {
             origin,
             host,
             prefix,
+            chat_uri,
             api_key,
             first_byte_timeout: Duration::from_millis(cfg.first_byte_timeout_ms),
             chunk_timeout: Duration::from_millis(cfg.chunk_timeout_ms),
@@ -155,22 +161,10 @@ impl Upstream {
     /// Maps careguard's `/v1/<rest>?q` onto `<prefix>/<rest>?q` (origin form: the connection
     /// already goes to the upstream's host).
     pub fn uri_for(&self, incoming: &Uri) -> Result<Uri, ProxyError> {
-        let path = incoming.path();
-        let rest = path.strip_prefix("/v1").unwrap_or(path);
-        let mut pq = String::with_capacity(self.prefix.len() + rest.len() + 16);
-        pq.push_str(&self.prefix);
-        pq.push_str(rest);
-        if pq.is_empty() {
-            pq.push('/');
+        if incoming.path() == CHAT_PATH && incoming.query().is_none() {
+            return Ok(self.chat_uri.clone());
         }
-        if let Some(q) = incoming.query() {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        Uri::builder()
-            .path_and_query(pq)
-            .build()
-            .map_err(ProxyError::BuildRequest)
+        map_uri(&self.prefix, incoming.path(), incoming.query()).map_err(ProxyError::BuildRequest)
     }
 
     /// The client's headers made fit for the upstream, in place (no copy): hop-by-hop,
@@ -645,6 +639,25 @@ where
     }
 }
 
+/// The chat completions route, as clients call it.
+const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// `path` (careguard's `/v1/<rest>`) and `query` mapped onto `<prefix>/<rest>?query`.
+fn map_uri(prefix: &str, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let mut pq = String::with_capacity(prefix.len() + rest.len() + 16);
+    pq.push_str(prefix);
+    pq.push_str(rest);
+    if pq.is_empty() {
+        pq.push('/');
+    }
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder().path_and_query(pq).build()
+}
+
 /// Shared handle to the upstream.
 pub type SharedUpstream = Arc<Upstream>;
 
@@ -661,7 +674,27 @@ mod tests {
             "/v1/chat/completions?x=1"
         );
         assert_eq!(up.host, "127.0.0.1:18000");
+        // The chat route without a query takes the URI built once; the same mapping.
+        let up =
+            Upstream::new("http://gw.internal/openai/v1/", &UpstreamConfig::default()).unwrap();
+        for (path, want) in [
+            ("/v1/chat/completions", "/openai/v1/chat/completions"),
+            (
+                "/v1/chat/completions?a=b",
+                "/openai/v1/chat/completions?a=b",
+            ),
+            ("/v1/chat/completionsx", "/openai/v1/chat/completionsx"),
+        ] {
+            let got = up.uri_for(&path.parse().unwrap()).unwrap();
+            assert_eq!(got.to_string(), want, "{path}");
+        }
         let up = Upstream::new("https://example.com", &UpstreamConfig::default()).unwrap();
+        assert_eq!(
+            up.uri_for(&"/v1/chat/completions".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "/chat/completions"
+        );
         assert_eq!(
             up.uri_for(&"/v1/models".parse().unwrap())
                 .unwrap()

@@ -22,6 +22,7 @@
 
 mod scan;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -29,10 +30,25 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 /// One chat message as the guard reads it: its role and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
-    /// `role` (`system`, `developer`, `user`, `assistant`, `tool`...).
-    pub role: String,
+    /// `role` (`system`, `developer`, `user`, `assistant`, `tool`...): the common roles
+    /// without an allocation (see [`role_name`]).
+    pub role: Cow<'static, str>,
     /// `content` as text (parts joined by newlines; empty when absent or null).
     pub content: String,
+}
+
+/// A role as read: one of the API's own roles as a `'static` string (every message has a role,
+/// and copying it was one allocation per message), anything else as an owned copy.
+fn role_name(role: &str) -> Cow<'static, str> {
+    match role {
+        "system" => Cow::Borrowed("system"),
+        "developer" => Cow::Borrowed("developer"),
+        "user" => Cow::Borrowed("user"),
+        "assistant" => Cow::Borrowed("assistant"),
+        "tool" => Cow::Borrowed("tool"),
+        "function" => Cow::Borrowed("function"),
+        other => Cow::Owned(other.to_owned()),
+    }
 }
 
 /// What a chat request body says, read in one pass.
@@ -290,7 +306,10 @@ impl<'de> Shape<'de> for Message {
             "content" => Some(read::<_, Content>(map).map(|c| content = c.0)),
             _ => None,
         })?;
-        Ok(Message(role.map(|role| ChatMessage { role, content })))
+        Ok(Message(role.map(|role: String| ChatMessage {
+            role: role_name(&role),
+            content,
+        })))
     }
 }
 
@@ -426,7 +445,7 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .filter_map(|m| {
-                    let role = m.get("role")?.as_str()?.to_owned();
+                    let role = role_name(m.get("role")?.as_str()?);
                     let content = match m.get("content") {
                         Some(Value::String(s)) => s.clone(),
                         Some(Value::Array(parts)) => parts

@@ -355,7 +355,12 @@ fn message(s: &mut Scanner<'_>) -> Option<Option<ChatMessage>> {
     let (mut role, mut content) = (None, String::new());
     s.fields(|s, key| match key {
         b"role" => {
-            role = s.string_or_none()?;
+            role = if s.peek()? == b'"' {
+                Some(super::role_name(&s.string()?))
+            } else {
+                s.skip()?;
+                None
+            };
             Some(())
         }
         b"content" => {

@@ -78,7 +78,7 @@ pub fn state(user: &str, reply: Option<&str>, region: &str) -> ExchangeState {
         referral,
         reasks: 0,
         preempted: None,
-        rules_version: engine().rules().version().to_string(),
+        rules_version: engine().rules().version_shared(),
     }
 }
 
