@@ -7,6 +7,7 @@
 # Extra arguments go to the harness's run.sh (e.g. --rounds 1, --targets direct,nginx to add
 # nginx to the same run). Environment:
 #   CAREGUARD_BENCH_DIR  the harness (default: ../shared/bench relative to the repository)
+#   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features: the system allocator)
 #   CAREGUARD_LISTEN     careguard's main listener   (default 127.0.0.1:8080)
 #   CAREGUARD_ADMIN      careguard's admin listener  (default 127.0.0.1:9090)
 #   MOCK_PORT            the harness mock's port     (default 18000)
@@ -36,12 +37,12 @@ for arg in "$@"; do
 done
 
 if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" --example passthrough
+    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
     if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
     "$ROOT/target/release/examples/passthrough" "$LISTEN" "$ADMIN" \
         "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
 else
-    cargo build --release --manifest-path "$ROOT/Cargo.toml"
+    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml"
     WORKERS_ARGS=()
     if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then WORKERS_ARGS=(--workers "$CAREGUARD_WORKERS"); fi
     "$ROOT/target/release/careguard" serve "${WORKERS_ARGS[@]}" \

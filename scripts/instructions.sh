@@ -12,6 +12,7 @@
 #                        mock with `MOCK_ADDR=127.0.0.1:18000 /tmp/bench/mockup/target/release/mockup`
 #                        after one `run.sh --quick` has built it)
 #   CAREGUARD_GUARD=none the proxy alone (examples/passthrough.rs)
+#   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features: the system allocator)
 # Needs valgrind, oha and curl.
 set -euo pipefail
 
@@ -35,11 +36,11 @@ python3 "$BENCH_DIR/payloads/make_payloads.py" "$OUT" >/dev/null
 PAYLOAD="$OUT/chat.json"
 
 if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" --example passthrough
+    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
     CMD=(env TOKIO_WORKER_THREADS=1 "$ROOT/target/release/examples/passthrough"
         "127.0.0.1:$PORT" "127.0.0.1:$ADMIN" "http://127.0.0.1:$MOCK_PORT/v1")
 else
-    cargo build --release --manifest-path "$ROOT/Cargo.toml"
+    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml"
     CMD=("$ROOT/target/release/careguard" serve --workers 1 --listen "127.0.0.1:$PORT"
         --admin-listen "127.0.0.1:$ADMIN" --upstream "http://127.0.0.1:$MOCK_PORT/v1")
 fi

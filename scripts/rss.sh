@@ -8,7 +8,8 @@
 # in front of it on free loopback ports, waits for /readyz and prints VmRSS (resident memory,
 # from /proc/PID/status) at start-up; then sends a few chat requests (ordinary and clinical,
 # plain and streamed, so every part of the engine has run) and prints VmRSS again once idle.
-# Environment: CARGO_TARGET_DIR (where the binary is), RSS_ROUNDS (rounds of requests, default 5).
+# Environment: CARGO_TARGET_DIR (where the binary is), RSS_ROUNDS (rounds of requests, default 5),
+# CARGO_FLAGS (added to `cargo build`, e.g. --no-default-features for the system allocator).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +19,7 @@ ROUNDS="${RSS_ROUNDS:-5}"
 WORK="$(mktemp -d)"
 
 if [[ "${1:-}" != --no-build ]]; then
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin careguard
+    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --bin careguard
 fi
 
 cleanup() {

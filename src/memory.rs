@@ -2,37 +2,47 @@
 //! system.
 //!
 //! # The allocator
-//! With the `mimalloc` feature (on by default) every careguard binary allocates with mimalloc
-//! instead of the system's malloc. A guarded request makes ~56 allocations and as many frees
-//! (hyper's buffers and header maps, the engine's texts, the exchange's state); glibc spent
-//! ~12K instructions a request on them, ~13% of the request, where mimalloc spends ~5K: 97.5K ->
-//! 89.7K instructions per guarded request and 57.4K -> 54.3K per pass-through one (callgrind,
+//! With the `mimalloc` feature (on by default) careguard allocates with mimalloc (v3, as the
+//! `mimalloc` crate builds it) instead of the system's malloc. A guarded request made ~56
+//! allocations and ~57 frees (hyper's read buffers and header maps, the engine's texts, the
+//! exchange's state; ~44 and ~47 since a few were removed), and glibc spent ~12K instructions a
+//! request on them, ~12% of the request, where mimalloc spends ~5K: 97.5K -> 89.7K
+//! instructions per guarded request and 57.4K -> 54.3K per pass-through one (callgrind,
 //! `scripts/instructions.sh`), ~7% less CPU a request under load. The price is memory: idle RSS
-//! 37 -> 43 MB with the embedded packs (`scripts/rss.sh`), and after a burst of load 44 -> 46 MB.
-//! Built with `--no-default-features`, careguard uses the system allocator (the numbers before
-//! the arrows). mimalloc is built without transparent huge pages for its arenas (`no_thp`): with
-//! them, idle RSS was 76 MB.
+//! 37 -> 42 MB after start-up and 38.5 -> 43 MB after 40 requests with the embedded packs
+//! (`scripts/rss.sh`), 44 -> 46 MB after a burst of load at concurrency 64 with two proxy
+//! threads (mimalloc keeps free pages per thread, so more `workers` keep more). Built with
+//! `--no-default-features`, careguard uses the system allocator (the numbers before the arrows).
+//!
+//! Transparent huge pages: built with `no_thp`, mimalloc does not ask for them itself (with
+//! that request, idle RSS was 76 MB on a host in `madvise` mode). On a host whose THP mode is
+//! `always` the kernel gives them anyway unless `MIMALLOC_ALLOW_THP=0` is set, which makes
+//! mimalloc turn THP off for the process; the container image sets it.
+//!
+//! It is declared here, in the library, on purpose: the tests, examples and benchmarks then run
+//! on the allocator production runs. A crate that embeds careguard and has its own allocator
+//! depends on it with `default-features = false`.
 //!
 //! # Freeing after a rule build
 //! Compiling ~950 regexes (parse trees, NFA builders, literal sets, the validation compiles of
 //! every pattern) allocates and frees many small blocks around the ones the engine keeps. An
 //! allocator keeps freed pages for reuse, so without a collection they stay in the resident set
 //! of an idle proxy: about 1.4 MB after start-up with the embedded packs under glibc (measured
-//! by calling `malloc_trim` in a running `careguard serve` from gdb), and a whole old rule set's
-//! worth after a reload. One collection after each build returns the free pages: mimalloc's
-//! `mi_collect(true)` and glibc's `malloc_trim(0)` (for what was allocated before mimalloc or
-//! outside Rust). Elsewhere (musl, macOS) only mimalloc's part applies.
+//! by calling `malloc_trim` in a running `careguard serve` from gdb), ~3 MB under mimalloc, and
+//! a whole old rule set's worth after a reload. glibc's `malloc_trim(0)` returns the free pages
+//! of every arena; mimalloc's `mi_collect(true)` collects the calling thread's heap (and purges
+//! what is already free process-wide), so it is called on the thread that built the rules and
+//! again on the control thread, which built the start-up set. Under mimalloc glibc's heap holds
+//! only what C code allocates (the resolver); on systems without glibc only mimalloc's part
+//! applies, and without the feature there it does nothing.
 
-/// mimalloc as the global allocator (see the module documentation).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Returns free heap pages to the operating system (mimalloc's `mi_collect`, glibc's
-/// `malloc_trim`). Cheap enough to call after each rule build, not meant for the request path.
+/// Returns free heap pages to the operating system (mimalloc's `mi_collect` for this thread's
+/// heap, glibc's `malloc_trim`; a no-op elsewhere). Cheap enough to call after each rule build,
+/// not meant for the request path.
 pub fn release_free_heap() {
     #[cfg(feature = "mimalloc")]
-    // SAFETY: `mi_collect` takes no pointer; it only frees and purges mimalloc's empty pages.
+    // SAFETY: `mi_collect` takes no pointer and is thread-safe; it frees and purges the empty
+    // pages of this thread's heap (nothing on a thread mimalloc has not set up).
     #[allow(unsafe_code)]
     unsafe {
         libmimalloc_sys::mi_collect(true);

@@ -393,6 +393,9 @@ impl Reloader {
             tracing::error!(error = %e, "reload task failed, keeping the rules and policy in force");
             live.metrics.reload(false);
         }
+        // mimalloc collects only the calling thread's heap: the blocking thread collected its
+        // own, this (control) thread owns the start-up set's pages (see `crate::memory`).
+        crate::memory::release_free_heap();
     }
 
     fn try_build(&self) -> Result<String, String> {

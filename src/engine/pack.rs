@@ -183,7 +183,7 @@ pub struct RuleSet {
     pub(crate) slang: Slang,
     pub(crate) negation: Option<regex::bytes::Regex>,
     packs: Vec<PackInfo>,
-    version: std::sync::Arc<str>,
+    version: Arc<str>,
 }
 
 impl RuleSet {
@@ -295,8 +295,8 @@ impl RuleSet {
     }
 
     /// [`Self::version`], shared: what each exchange records without a copy.
-    pub fn version_shared(&self) -> std::sync::Arc<str> {
-        std::sync::Arc::clone(&self.version)
+    pub fn version_shared(&self) -> Arc<str> {
+        Arc::clone(&self.version)
     }
 
     /// The slang table used by normalisation.

@@ -445,7 +445,8 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .filter_map(|m| {
-                    let role = role_name(m.get("role")?.as_str()?);
+                    // The role exactly as written (not through `role_name`, which is tested).
+                    let role = Cow::Owned(m.get("role")?.as_str()?.to_owned());
                     let content = match m.get("content") {
                         Some(Value::String(s)) => s.clone(),
                         Some(Value::Array(parts)) => parts
@@ -479,7 +480,29 @@ mod tests {
         r#"{"messages":[{"role":"user","content":[]},{"role":"user","content":{"text":"x"}},{"role":"assistant","content":null}]}"#,
         r#"{"messages":[{"role":"us\u0065r","content":"caf\u00e9 \"quoted\"\n","ro\u006ce":"system"}],"model":"a","model":null}"#,
         r#"{"tools":[{"type":"function","function":{"name":"f","parameters":{"messages":[1]}}}],"messages":[{"role":"user","content":"x","extra":{"deep":[[[{}]]]}}],"n":1.5e3,"stop":["\n"]}"#,
+        r#"{"messages":[{"role":"system","content":"s"},{"role":"developer","content":"d"},{"role":"assistant","content":"a"},{"role":"tool","content":"t"},{"role":"function","content":"f"},{"role":"User","content":"u"},{"role":"critic","content":"c"},{"role":"","content":"e"}]}"#,
     ];
+
+    #[test]
+    fn roles_keep_their_spelling_and_the_api_roles_are_not_copied() {
+        for role in [
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+        ] {
+            let got = role_name(role);
+            assert!(matches!(got, Cow::Borrowed(_)), "{role}");
+            assert_eq!(got, role);
+        }
+        for role in ["User", "critic", "", "système"] {
+            let got = role_name(role);
+            assert!(matches!(got, Cow::Owned(_)), "{role}");
+            assert_eq!(got, role);
+        }
+    }
 
     #[test]
     fn requests_read_as_the_tree_reads_them() {

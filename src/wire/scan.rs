@@ -124,8 +124,13 @@ impl<'a> Scanner<'a> {
     /// A string value as owned text, or `None` (after checking the value) when it is another type.
     /// The outer `Option` is the scanner's "not sure".
     fn string_or_none(&mut self) -> Option<Option<String>> {
+        self.str_or_none().map(|s| s.map(Cow::into_owned))
+    }
+
+    /// [`Self::string_or_none`], borrowed from the body when it holds no escape.
+    fn str_or_none(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek()? == b'"' {
-            self.string().map(|s| Some(s.into_owned()))
+            self.string().map(Some)
         } else {
             self.skip().map(|()| None)
         }
@@ -355,12 +360,7 @@ fn message(s: &mut Scanner<'_>) -> Option<Option<ChatMessage>> {
     let (mut role, mut content) = (None, String::new());
     s.fields(|s, key| match key {
         b"role" => {
-            role = if s.peek()? == b'"' {
-                Some(super::role_name(&s.string()?))
-            } else {
-                s.skip()?;
-                None
-            };
+            role = s.str_or_none()?.map(|r| super::role_name(&r));
             Some(())
         }
         b"content" => {
