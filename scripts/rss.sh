@@ -8,14 +8,18 @@
 # in front of it on free loopback ports, waits for /readyz and prints VmRSS (resident memory,
 # from /proc/PID/status) at start-up; then sends a few chat requests (ordinary and clinical,
 # plain and streamed, so every part of the engine has run) and prints VmRSS again once idle.
+# Then it reloads the rules RSS_RELOADS times (SIGHUP, default 2), each followed by the same
+# requests, and prints VmRSS after each: a reload compiles a new set beside the old one, and
+# once the old set is freed the resident set should come back near the start-up figure.
 # Environment: CARGO_TARGET_DIR (where the binary is), RSS_ROUNDS (rounds of requests, default 5),
-# CARGO_FLAGS (added to `cargo build`, e.g. --no-default-features for the system allocator).
+# CARGO_FLAGS (added to `cargo build`, e.g. --features mimalloc).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release/careguard"
 ROUNDS="${RSS_ROUNDS:-5}"
+RELOADS="${RSS_RELOADS:-2}"
 WORK="$(mktemp -d)"
 
 if [[ "${1:-}" != --no-build ]]; then
@@ -109,18 +113,37 @@ chat() { # chat STREAM TEXT...
     curl -fsS -o /dev/null "http://$LISTEN/v1/chat/completions" -H 'content-type: application/json' \
         -d "{\"model\":\"mock\",\"stream\":$stream,\"messages\":[$messages]}"
 }
-for round in $(seq 1 "$ROUNDS"); do
-    for stream in false true; do
-        chat $stream "Hello, can you help me plan a birthday dinner for six? ($round)"
-        chat $stream "I just lost my job." "What are the bridges taller than 25 meters in NYC? ($round)"
-        chat $stream "I know I'm actually dead, but everyone keeps treating me as alive. ($round)"
-        chat $stream "No tengo ganas de vivir. ¿Dónde compro pastillas? ($round)"
+traffic() {
+    for round in $(seq 1 "$ROUNDS"); do
+        for stream in false true; do
+            chat $stream "Hello, can you help me plan a birthday dinner for six? ($round)"
+            chat $stream "I just lost my job." "What are the bridges taller than 25 meters in NYC? ($round)"
+            chat $stream "I know I'm actually dead, but everyone keeps treating me as alive. ($round)"
+            chat $stream "No tengo ganas de vivir. ¿Dónde compro pastillas? ($round)"
+        done
     done
-done
-curl -fsS "http://$ADMIN/metrics" >/dev/null
-sleep 1
+    curl -fsS "http://$ADMIN/metrics" >/dev/null
+    sleep 1
+}
+traffic
 RSS_AFTER=$(rss)
 
 echo "careguard $("$BIN" --version | awk '{print $2}') (pid $CG_PID), default config, embedded rules"
 echo "idle RSS after start-up:              $RSS_START KiB ($((RSS_START / 1024)) MiB)"
 echo "idle RSS after $((ROUNDS * 8)) chat requests:       $RSS_AFTER KiB ($((RSS_AFTER / 1024)) MiB)"
+
+reloads() { # successful reloads so far, from the metrics
+    curl -fsS "http://$ADMIN/metrics" |
+        awk '/^careguard_rules_reload_total\{result="success"\}/ {n = $2} END {print n + 0}'
+}
+for reload in $(seq 1 "$RELOADS"); do
+    kill -HUP "$CG_PID"
+    for _ in $(seq 1 300); do
+        [[ "$(reloads)" -ge "$reload" ]] && break
+        sleep 0.1
+    done
+    [[ "$(reloads)" -ge "$reload" ]] || { echo "reload $reload did not finish" >&2; exit 1; }
+    traffic
+    RSS_RELOAD=$(rss)
+    echo "idle RSS after reload $reload and the requests: $RSS_RELOAD KiB ($((RSS_RELOAD / 1024)) MiB)"
+done

@@ -1,6 +1,7 @@
 //! careguard: an OpenAI-compatible reverse proxy that guards mental-health and companion chatbots.
 // Measured exceptions (`memory`): the allocator's collection calls in `release_free_heap`
-// (mimalloc's `mi_collect`, glibc's `malloc_trim`).
+// (glibc's `malloc_trim`; with the `mimalloc` feature, mimalloc's `mi_collect`) and the test that
+// the feature's allocator is in use.
 #![deny(unsafe_code)]
 
 pub mod audit;

@@ -52,8 +52,8 @@ pub struct ServeOptions {
 pub struct Running {
     /// The server (addresses, metrics).
     pub server: Server,
-    /// The guard and audit log.
-    pub guarded: Guarded,
+    /// The audit log, if any (closed by [`Running::shutdown`]).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Reloads on demand (what SIGHUP does).
     pub reloader: Arc<crate::runtime::Reloader>,
     reload_task: JoinHandle<()>,
@@ -72,7 +72,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.reload_task.abort();
         self.server.shutdown().await;
-        if let Some(audit) = &self.guarded.audit {
+        if let Some(audit) = &self.audit {
             audit.shutdown();
         }
     }
@@ -192,6 +192,15 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     }
     let metrics = Arc::new(Metrics::new()?);
     let guarded = build_guard(&config, &metrics)?;
+    // Nothing here needs the start-up engine beyond its guard set: kept, it would stay resident
+    // (a whole compiled rule set, ~25 MB) after the first reload replaced that set.
+    let Guarded {
+        guard,
+        audit,
+        engine,
+        builder,
+    } = guarded;
+    drop(engine);
     let reloader = crate::runtime::Reloader {
         config_path: options.config_path.clone(),
         apply_overrides: Box::new(move |c: &mut Config| {
@@ -200,7 +209,6 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
             }
         }),
         build: {
-            let builder = Arc::clone(&guarded.builder);
             Box::new(move |c: &Config| {
                 builder
                     .build(c)
@@ -208,16 +216,16 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     .map_err(|e| error_chain(&e))
             })
         },
-        live: Arc::clone(&guarded.guard),
+        live: Arc::clone(&guard),
         poll: options.reload_poll.unwrap_or(Duration::from_secs(2)),
     };
     let reloader = Arc::new(reloader);
     let snapshot = reloader.snapshot(&config);
     let reload_task = tokio::spawn(Arc::clone(&reloader).run(snapshot));
-    let server = Server::start_with_metrics(config, guarded.guard.clone(), metrics).await?;
+    let server = Server::start_with_metrics(config, guard, metrics).await?;
     Ok(Running {
         server,
-        guarded,
+        audit,
         reloader,
         reload_task,
     })
