@@ -49,18 +49,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// heap, glibc's `malloc_trim`; a no-op elsewhere). Cheap enough to call after each rule build,
 /// not meant for the request path.
 pub fn release_free_heap() {
+    collect_thread_heap();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only reorganises glibc's own free lists and takes no pointer.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// mimalloc's part of [`release_free_heap`] alone: the calling thread's heap (glibc's trim
+/// reaches every arena from any thread, so it is not repeated). A no-op without the feature.
+pub fn collect_thread_heap() {
     #[cfg(feature = "mimalloc")]
     // SAFETY: `mi_collect` takes no pointer and is thread-safe; it frees and purges the empty
     // pages of this thread's heap (nothing on a thread mimalloc has not set up).
     #[allow(unsafe_code)]
     unsafe {
         libmimalloc_sys::mi_collect(true);
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` only reorganises glibc's own free lists and takes no pointer.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

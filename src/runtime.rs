@@ -394,8 +394,9 @@ impl Reloader {
             live.metrics.reload(false);
         }
         // mimalloc collects only the calling thread's heap: the blocking thread collected its
-        // own, this (control) thread owns the start-up set's pages (see `crate::memory`).
-        crate::memory::release_free_heap();
+        // own (and trimmed glibc's), this (control) thread owns the start-up set's pages (see
+        // `crate::memory`).
+        crate::memory::collect_thread_heap();
     }
 
     fn try_build(&self) -> Result<String, String> {

@@ -143,43 +143,39 @@ impl<'a> Scanner<'a> {
 
     /// An object at the cursor; `field` is called with each key and must read its value.
     fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        if !self.eat(b'{') {
-            return None;
-        }
-        self.enter()?;
-        if !self.eat(b'}') {
-            loop {
-                let (key, escaped) = self.raw_string()?;
-                if escaped || !self.eat(b':') {
-                    return None;
-                }
-                field(self, key.as_bytes())?;
-                if self.eat(b',') {
-                    continue;
-                }
-                if self.eat(b'}') {
-                    break;
-                }
+        self.container(b'{', b'}', |s| {
+            let (key, escaped) = s.raw_string()?;
+            if escaped || !s.eat(b':') {
                 return None;
             }
-        }
-        self.depth -= 1;
-        Some(())
+            field(s, key.as_bytes())
+        })
     }
 
     /// An array at the cursor; `element` is called for each element and must read it.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        if !self.eat(b'[') {
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.container(b'[', b']', element)
+    }
+
+    /// `open`, then `item`s separated by commas, then `close` (or `close` at once), one level
+    /// deeper: what objects and arrays share.
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if !self.eat(open) {
             return None;
         }
         self.enter()?;
-        if !self.eat(b']') {
+        if !self.eat(close) {
             loop {
-                element(self)?;
+                item(self)?;
                 if self.eat(b',') {
                     continue;
                 }
-                if self.eat(b']') {
+                if self.eat(close) {
                     break;
                 }
                 return None;
