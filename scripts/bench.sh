@@ -7,7 +7,7 @@
 # Extra arguments go to the harness's run.sh (e.g. --rounds 1, --targets direct,nginx to add
 # nginx to the same run). Environment:
 #   CAREGUARD_BENCH_DIR  the harness (default: ../shared/bench relative to the repository)
-#   CARGO_FLAGS          added to `cargo build` (e.g. --features mimalloc)
+#   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features for the system allocator)
 #   CAREGUARD_LISTEN     careguard's main listener   (default 127.0.0.1:8080)
 #   CAREGUARD_ADMIN      careguard's admin listener  (default 127.0.0.1:9090)
 #   MOCK_PORT            the harness mock's port     (default 18000)

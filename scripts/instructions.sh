@@ -12,7 +12,7 @@
 #                        mock with `MOCK_ADDR=127.0.0.1:18000 /tmp/bench/mockup/target/release/mockup`
 #                        after one `run.sh --quick` has built it)
 #   CAREGUARD_GUARD=none the proxy alone (examples/passthrough.rs)
-#   CARGO_FLAGS          added to `cargo build` (e.g. --features mimalloc)
+#   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features for the system allocator)
 # Needs valgrind, oha and curl.
 set -euo pipefail
 

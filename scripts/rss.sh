@@ -12,7 +12,7 @@
 # requests, and prints VmRSS after each: a reload compiles a new set beside the old one, and
 # once the old set is freed the resident set should come back near the start-up figure.
 # Environment: CARGO_TARGET_DIR (where the binary is), RSS_ROUNDS (rounds of requests, default 5),
-# CARGO_FLAGS (added to `cargo build`, e.g. --features mimalloc).
+# CARGO_FLAGS (added to `cargo build`, e.g. --no-default-features for the system allocator).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,7 +1,7 @@
 //! careguard: an OpenAI-compatible reverse proxy that guards mental-health and companion chatbots.
-// Measured exceptions (`memory`): the allocator's collection calls in `release_free_heap`
-// (glibc's `malloc_trim`; with the `mimalloc` feature, mimalloc's `mi_collect`) and the test that
-// the feature's allocator is in use.
+// Measured exceptions (`memory`): the allocator's control calls in `release_free_heap` (glibc's
+// `malloc_trim`; with the `jemalloc` feature, jemalloc's `mallctl` flush and purge) and the tests
+// that the feature's allocator is in use and knows those commands.
 #![deny(unsafe_code)]
 
 pub mod audit;

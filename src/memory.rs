@@ -2,54 +2,56 @@
 //! system.
 //!
 //! # The allocator
-//! With the `mimalloc` feature (off by default: `cargo build --release --features mimalloc`)
-//! careguard allocates with mimalloc (v3, as the `mimalloc` crate builds it) instead of the
-//! system's malloc. A guarded request made ~56 allocations and ~57 frees (hyper's read buffers
-//! and header maps, the engine's texts, the exchange's state; ~44 and ~47 since a few were
-//! removed), and glibc spent ~12K instructions a request on them, ~12% of the request, where
-//! mimalloc spends ~5K: 97.5K -> 89.7K instructions per guarded request and 57.4K -> 54.3K per
-//! pass-through one (callgrind, `scripts/instructions.sh`), ~7% less CPU a request under load.
+//! careguard allocates with jemalloc (5.3, as `tikv-jemallocator` builds it; the `jemalloc`
+//! feature, on by default). `cargo build --no-default-features` builds it on the system's malloc.
+//! A guarded request makes ~44 allocations and ~47 frees (hyper's read buffers and header maps,
+//! the engine's texts, the exchange's state), and glibc's malloc spends ~10K instructions a
+//! request on them, two of them hyper's 8 KB read buffers, which glibc's per-thread cache does not
+//! hold (it stops at 1 KB), so each one goes to the arena and may first consolidate its fast
+//! bins. jemalloc's thread cache holds blocks up to 32 KB: 93.3K -> 88.5K instructions per guarded
+//! request (callgrind, `scripts/instructions.sh`).
 //!
-//! It is not the default because of memory. Idle RSS is ~5 MB higher (37 -> 42 MB after
-//! start-up, 38.5 -> 43 MB after 40 requests, `scripts/rss.sh`), and it grows with every rule
-//! reload: 49 MB after the first, 66 MB after sixteen and still rising by ~1 MB a reload,
-//! where glibc's stays at ~42 MB (`RSS_RELOADS=16 scripts/rss.sh`). Purging at once
-//! (`MIMALLOC_PURGE_DELAY=0`) and building each set on a fresh thread did not change it; pages
-//! that keep a few live blocks of a new set among the freed blocks of the old one are the
-//! likely cause, not yet shown. A deployment that never reloads can take the CPU; one that
-//! reloads on every rules update should not, until that is understood.
+//! Decision: jemalloc over mimalloc, which saved as many instructions (88.0K) but whose resident
+//! set grew by ~1 MB with every rule reload (49 MB after the first, 66 MB after sixteen and still
+//! rising; purging at once and building each set on a fresh thread did not change it). jemalloc
+//! costs ~2-3 MB of idle RSS over glibc and stays level over reloads once its free pages are
+//! purged after each build (below): 38.6 MB after start-up, 40.8 after requests, 45.6 after
+//! sixteen reloads and 46.1 after twenty-four, against glibc's 37.1, 38.5 and ~42
+//! (`RSS_RELOADS=24 scripts/rss.sh`, and `CARGO_FLAGS=--no-default-features` for glibc).
 //!
-//! Transparent huge pages: built with `no_thp`, mimalloc does not ask for them itself (with
-//! that request, idle RSS was 76 MB on a host in `madvise` mode). On a host whose THP mode is
-//! `always` the kernel gives them anyway unless `MIMALLOC_ALLOW_THP=0` is set, which makes
-//! mimalloc turn THP off for the process.
+//! Transparent huge pages: jemalloc's default (`opt.thp` = `default`) neither asks for nor
+//! refuses them, so the host's mode applies; on an `always` host `_RJEM_MALLOC_CONF=thp:never`
+//! turns them off for the process (the variable's name carries the crate's symbol prefix).
 //!
-//! It is declared here, in the library: with the feature, the tests, examples and benchmarks
-//! run on the allocator the binary runs.
+//! It is declared here, in the library: the tests, examples and benchmarks run on the allocator
+//! the binary runs.
 //!
 //! # Freeing after a rule build
 //! Compiling ~950 regexes (parse trees, NFA builders, literal sets, the validation compiles of
-//! every pattern) allocates and frees many small blocks around the ones the engine keeps. An
-//! allocator keeps freed pages for reuse, so without a collection they stay in the resident set
-//! of an idle proxy: about 1.4 MB after start-up with the embedded packs under glibc (measured
-//! by calling `malloc_trim` in a running `careguard serve` from gdb), ~3 MB under mimalloc, and
-//! a whole old rule set's worth after a reload. glibc's `malloc_trim(0)` returns the free pages
-//! of every arena; mimalloc's `mi_collect(true)` collects the calling thread's heap (and purges
-//! what is already free process-wide), so it is called on the thread that built the rules and
-//! again on the control thread, which built the start-up set. Under mimalloc glibc's heap holds
-//! only what C code allocates (the resolver); on systems without glibc only mimalloc's part
-//! applies, and without the feature there it does nothing.
+//! every pattern) allocates and frees many small blocks around the ones the engine keeps, and a
+//! reload frees a whole rule set (~28 MB) once the new one is in force. An allocator keeps freed
+//! pages for reuse: jemalloc returns them only as they age (its dirty-page decay, 10 s, checked
+//! on later allocations), so without a purge an idle proxy kept 96 MB after two reloads. After
+//! each build [`release_free_heap`] flushes the calling thread's cache and purges every arena
+//! (`arena.<all>.purge`), and calls glibc's `malloc_trim(0)`, which under glibc's malloc (the
+//! `--no-default-features` build) returns ~1.4 MB after start-up and under jemalloc reaches only
+//! what C code allocates (the resolver). Elsewhere, without either, it does nothing.
 
-/// mimalloc as the global allocator (see the module documentation).
-#[cfg(feature = "mimalloc")]
+/// jemalloc as the global allocator (see the module documentation).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Returns free heap pages to the operating system (mimalloc's `mi_collect` for this thread's
-/// heap, glibc's `malloc_trim`; a no-op elsewhere). Cheap enough to call after each rule build,
-/// not meant for the request path.
+/// Returns free heap pages to the operating system (jemalloc's thread cache flush and purge of
+/// every arena, glibc's `malloc_trim`; a no-op elsewhere). Cheap enough to call after each rule
+/// build, not meant for the request path.
 pub fn release_free_heap() {
-    collect_thread_heap();
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    {
+        flush_thread_cache();
+        // `MALLCTL_ARENAS_ALL` (4096 in jemalloc 5): every arena.
+        jemalloc_command(c"arena.4096.purge");
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only reorganises glibc's own free lists and takes no pointer.
     #[allow(unsafe_code)]
@@ -58,28 +60,83 @@ pub fn release_free_heap() {
     }
 }
 
-/// mimalloc's part of [`release_free_heap`] alone: the calling thread's heap (glibc's trim
-/// reaches every arena from any thread, so it is not repeated). A no-op without the feature.
-pub fn collect_thread_heap() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: `mi_collect` takes no pointer and is thread-safe; it frees and purges the empty
-    // pages of this thread's heap (nothing on a thread mimalloc has not set up).
+/// Gives the blocks the calling thread's allocator cache holds back to their arenas, so that
+/// the next [`release_free_heap`] (on any thread) can return their pages. A no-op without
+/// jemalloc.
+pub fn flush_thread_cache() {
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    jemalloc_command(c"thread.tcache.flush");
+}
+
+/// Runs a jemalloc control command that neither reads nor writes a value. A failure (a name
+/// this jemalloc does not know) is logged at debug level: freeing memory is best effort.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+fn jemalloc_command(name: &std::ffi::CStr) {
+    // SAFETY: `name` is NUL-terminated; with every pointer null and length 0 `mallctl` reads and
+    // writes nothing of ours, which is what commands without a value (flush, purge) expect.
     #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(command = ?name, rc, "jemalloc control command failed");
     }
 }
 
-#[cfg(all(test, feature = "mimalloc"))]
+#[cfg(all(test, feature = "jemalloc", not(target_env = "msvc")))]
 mod tests {
-    /// With the feature on, Rust's heap is mimalloc's: a block from `Vec` lies in its heap.
-    /// (Without the declaration above, every number in the module documentation is glibc's.)
+    /// With the feature on, Rust's heap is jemalloc's: jemalloc knows the arena of a boxed
+    /// block. (Without the declaration above, every number in the module documentation is
+    /// glibc's.)
     #[test]
     #[allow(unsafe_code)]
-    fn heap_blocks_come_from_mimalloc() {
-        let block = vec![7u8; 100];
-        // SAFETY: only asks whether the address lies in mimalloc's heap; reads nothing.
-        let ours = unsafe { libmimalloc_sys::mi_is_in_heap_region(block.as_ptr().cast()) };
-        assert!(ours, "the global allocator is not mimalloc");
+    fn heap_blocks_come_from_jemalloc() {
+        let block = Box::new([7u8; 100]);
+        let mut arena: u32 = u32::MAX;
+        let mut len = std::mem::size_of::<u32>();
+        let mut ptr = block.as_ptr().cast::<std::ffi::c_void>();
+        // SAFETY: `arenas.lookup` reads a pointer (`newp`, `newlen`) and writes the arena index
+        // into `arena` (`oldp`, `oldlenp`; an `unsigned` in jemalloc 5); all four outlive the
+        // call.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arenas.lookup".as_ptr(),
+                (&raw mut arena).cast(),
+                &mut len,
+                (&raw mut ptr).cast(),
+                std::mem::size_of::<*const std::ffi::c_void>(),
+            )
+        };
+        assert_eq!(
+            rc, 0,
+            "jemalloc does not know the block: the global allocator is not jemalloc"
+        );
+        assert_ne!(arena, u32::MAX);
+    }
+
+    /// The control commands `release_free_heap` runs are ones this jemalloc knows (a failure
+    /// there is only logged at debug level).
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_commands_exist() {
+        for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
+            // SAFETY: as in `jemalloc_command`.
+            let rc = unsafe {
+                tikv_jemalloc_sys::mallctl(
+                    name.as_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            assert_eq!(rc, 0, "{name:?}");
+        }
     }
 }

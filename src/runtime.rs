@@ -393,10 +393,9 @@ impl Reloader {
             tracing::error!(error = %e, "reload task failed, keeping the rules and policy in force");
             live.metrics.reload(false);
         }
-        // mimalloc collects only the calling thread's heap: the blocking thread collected its
-        // own (and trimmed glibc's), this (control) thread owns the start-up set's pages (see
-        // `crate::memory`).
-        crate::memory::collect_thread_heap();
+        // The start-up set was built on this (control) thread: what its cache still holds of it
+        // goes back to the arenas, for the next build's purge (see `crate::memory`).
+        crate::memory::flush_thread_cache();
     }
 
     fn try_build(&self) -> Result<String, String> {
