@@ -15,9 +15,9 @@
 //! set grew by ~1 MB with every rule reload (49 MB after the first, 66 MB after sixteen and still
 //! rising; purging at once and building each set on a fresh thread did not change it). jemalloc
 //! costs ~2-3 MB of idle RSS over glibc and stays level over reloads once its free pages are
-//! purged after each build (below): 38.6 MB after start-up, 40.8 after requests, 45.6 after
-//! sixteen reloads and 46.1 after twenty-four, against glibc's 37.1, 38.5 and ~42
-//! (`RSS_RELOADS=24 scripts/rss.sh`, and `CARGO_FLAGS=--no-default-features` for glibc).
+//! purged after each build (below): 39.6 MB after start-up, 41.1 after 40 requests, 45.5 after
+//! sixteen reloads (46.1 after twenty-four, +0.5 over the last eight), against glibc's 37.2,
+//! 38.6 and 42.4 (`RSS_RELOADS=16 scripts/rss.sh`; `CARGO_FLAGS=--no-default-features` for glibc).
 //!
 //! Transparent huge pages: jemalloc's default (`opt.thp` = `default`) neither asks for nor
 //! refuses them, so the host's mode applies; on an `always` host `_RJEM_MALLOC_CONF=thp:never`
