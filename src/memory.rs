@@ -2,14 +2,14 @@
 //! system.
 //!
 //! # The allocator
-//! careguard allocates with jemalloc (5.3, as `tikv-jemallocator` builds it; the `jemalloc`
+//! careguard allocates with jemalloc (5.3.1, as `tikv-jemalloc-sys` builds it; the `jemalloc`
 //! feature, on by default). `cargo build --no-default-features` builds it on the system's malloc.
 //! A guarded request makes ~44 allocations and ~47 frees (hyper's read buffers and header maps,
 //! the engine's texts, the exchange's state), and glibc's malloc spends ~10K instructions a
 //! request on them, two of them hyper's 8 KB read buffers, which glibc's per-thread cache does not
 //! hold (it stops at 1 KB), so each one goes to the arena and may first consolidate its fast
-//! bins. jemalloc's thread cache holds blocks up to 32 KB: 93.3K -> 88.5K instructions per guarded
-//! request (callgrind, `scripts/instructions.sh`).
+//! bins. jemalloc's thread cache holds blocks up to 32 KB: 93.3K -> 88.6K instructions per guarded
+//! request, 55.9K -> 54.2K per pass-through one (callgrind, `scripts/instructions.sh`).
 //!
 //! Decision: jemalloc over mimalloc, which saved as many instructions (88.0K) but whose resident
 //! set grew by ~1 MB with every rule reload (49 MB after the first, 66 MB after sixteen and still
@@ -21,7 +21,10 @@
 //!
 //! Transparent huge pages: jemalloc's default (`opt.thp` = `default`) neither asks for nor
 //! refuses them, so the host's mode applies; on an `always` host `_RJEM_MALLOC_CONF=thp:never`
-//! turns them off for the process (the variable's name carries the crate's symbol prefix).
+//! turns them off for jemalloc's heap (the variable's name carries the crate's symbol prefix).
+//!
+//! Its licence (BSD-2-Clause) travels with the binary: `licenses/jemalloc-COPYING.txt`, copied
+//! into the container image.
 //!
 //! It is declared here, in the library: the tests, examples and benchmarks run on the allocator
 //! the binary runs.
@@ -29,11 +32,12 @@
 //! # Freeing after a rule build
 //! Compiling ~950 regexes (parse trees, NFA builders, literal sets, the validation compiles of
 //! every pattern) allocates and frees many small blocks around the ones the engine keeps, and a
-//! reload frees a whole rule set (~28 MB) once the new one is in force. An allocator keeps freed
+//! reload frees a whole rule set (~21 MB of heap) once the new one is in force. An allocator keeps freed
 //! pages for reuse: jemalloc returns them only as they age (its dirty-page decay, 10 s, checked
 //! on later allocations), so without a purge an idle proxy kept 96 MB after two reloads. After
-//! each build [`release_free_heap`] flushes the calling thread's cache and purges every arena
-//! (`arena.<all>.purge`), and calls glibc's `malloc_trim(0)`, which under glibc's malloc (the
+//! each build [`release_free_heap`] flushes the calling thread's cache (the blocks it freed,
+//! among them the old set's when no request still held it) and purges every arena
+//! (`arena.<all>.purge`; request threads never wait on it, they only try its lock), and calls glibc's `malloc_trim(0)`, which under glibc's malloc (the
 //! `--no-default-features` build) returns ~1.4 MB after start-up and under jemalloc reaches only
 //! what C code allocates (the resolver). Elsewhere, without either, it does nothing.
 
@@ -60,11 +64,10 @@ pub fn release_free_heap() {
     }
 }
 
-/// Gives the blocks the calling thread's allocator cache holds back to their arenas, so that
-/// the next [`release_free_heap`] (on any thread) can return their pages. A no-op without
-/// jemalloc.
-pub fn flush_thread_cache() {
-    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+/// Gives the blocks the calling thread freed into its allocator cache back to their arenas, so
+/// that the purge can return their pages.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+fn flush_thread_cache() {
     jemalloc_command(c"thread.tcache.flush");
 }
 

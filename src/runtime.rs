@@ -393,9 +393,6 @@ impl Reloader {
             tracing::error!(error = %e, "reload task failed, keeping the rules and policy in force");
             live.metrics.reload(false);
         }
-        // The start-up set was built on this (control) thread: what its cache still holds of it
-        // goes back to the arenas, for the next build's purge (see `crate::memory`).
-        crate::memory::flush_thread_cache();
     }
 
     fn try_build(&self) -> Result<String, String> {
