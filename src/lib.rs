@@ -1,7 +1,8 @@
 //! careguard: an OpenAI-compatible reverse proxy that guards mental-health and companion chatbots.
 // Measured exceptions (`memory`): the allocator's control calls in `release_free_heap` (glibc's
-// `malloc_trim`; with the `jemalloc` feature, jemalloc's `mallctl` flush and purge) and the tests
-// that the feature's allocator is in use and knows those commands.
+// `malloc_trim`; with the `jemalloc` feature, jemalloc's `mallctl` flush and purge), jemalloc's
+// start-up options (`_rjem_malloc_conf`, a `no_mangle` static) and the tests that the feature's
+// allocator is in use, read those options and knows those commands.
 #![deny(unsafe_code)]
 
 pub mod audit;
