@@ -86,10 +86,13 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
 }
 
+/// The request header that names the client's locale (see [`ChatRequest::locale`]).
+pub const LOCALE_HEADER: HeaderName = HeaderName::from_static("x-careguard-locale");
+
 impl ChatRequest<'_> {
     /// The client's locale: `x-careguard-locale`, else the first `Accept-Language` tag.
     pub fn locale(&self) -> Option<&str> {
-        if let Some(v) = self.headers.get("x-careguard-locale") {
+        if let Some(v) = self.headers.get(&LOCALE_HEADER) {
             return v.to_str().ok().map(str::trim);
         }
         let v = self
