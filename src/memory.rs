@@ -67,8 +67,7 @@ pub fn release_free_heap() {
     #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
     {
         flush_thread_cache();
-        // `MALLCTL_ARENAS_ALL` (4096 in jemalloc 5): every arena.
-        jemalloc_command(c"arena.4096.purge");
+        jemalloc_command(PURGE_ALL_ARENAS);
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only reorganises glibc's own free lists and takes no pointer.
@@ -82,17 +81,34 @@ pub fn release_free_heap() {
 /// that the purge can return their pages.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 fn flush_thread_cache() {
-    jemalloc_command(c"thread.tcache.flush");
+    jemalloc_command(FLUSH_THREAD_CACHE);
 }
+
+/// jemalloc's command that empties the calling thread's cache.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+const FLUSH_THREAD_CACHE: &std::ffi::CStr = c"thread.tcache.flush";
+
+/// jemalloc's command that purges every arena (`MALLCTL_ARENAS_ALL`, 4096 in jemalloc 5).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+const PURGE_ALL_ARENAS: &std::ffi::CStr = c"arena.4096.purge";
 
 /// Runs a jemalloc control command that neither reads nor writes a value. A failure (a name
 /// this jemalloc does not know) is logged at debug level: freeing memory is best effort.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 fn jemalloc_command(name: &std::ffi::CStr) {
+    let rc = jemalloc_command_status(name);
+    if rc != 0 {
+        tracing::debug!(command = ?name, rc, "jemalloc control command failed");
+    }
+}
+
+/// [`jemalloc_command`]'s call, returning `mallctl`'s status (0 on success).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+fn jemalloc_command_status(name: &std::ffi::CStr) -> std::ffi::c_int {
     // SAFETY: `name` is NUL-terminated; with every pointer null and length 0 `mallctl` reads and
     // writes nothing of ours, which is what commands without a value (flush, purge) expect.
     #[allow(unsafe_code)]
-    let rc = unsafe {
+    unsafe {
         tikv_jemalloc_sys::mallctl(
             name.as_ptr(),
             std::ptr::null_mut(),
@@ -100,9 +116,6 @@ fn jemalloc_command(name: &std::ffi::CStr) {
             std::ptr::null_mut(),
             0,
         )
-    };
-    if rc != 0 {
-        tracing::debug!(command = ?name, rc, "jemalloc control command failed");
     }
 }
 
@@ -169,20 +182,9 @@ mod tests {
     /// The control commands `release_free_heap` runs are ones this jemalloc knows (a failure
     /// there is only logged at debug level).
     #[test]
-    #[allow(unsafe_code)]
     fn the_purge_commands_exist() {
-        for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
-            // SAFETY: as in `jemalloc_command`.
-            let rc = unsafe {
-                tikv_jemalloc_sys::mallctl(
-                    name.as_ptr(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    0,
-                )
-            };
-            assert_eq!(rc, 0, "{name:?}");
+        for name in [super::FLUSH_THREAD_CACHE, super::PURGE_ALL_ARENAS] {
+            assert_eq!(super::jemalloc_command_status(name), 0, "{name:?}");
         }
     }
 }
