@@ -12,6 +12,8 @@
 #                        mock with `MOCK_ADDR=127.0.0.1:18000 /tmp/bench/mockup/target/release/mockup`
 #                        after one `run.sh --quick` has built it)
 #   CAREGUARD_GUARD=none the proxy alone (examples/passthrough.rs)
+#   STREAM=1             streamed requests (`stream: true`: the mock's 40 content events and
+#                        [DONE]); the count is then per stream
 #   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features for the system allocator)
 # Needs valgrind, oha and curl.
 set -euo pipefail
@@ -34,6 +36,11 @@ curl -s -o /dev/null -m 2 "http://127.0.0.1:$MOCK_PORT/" || {
 }
 python3 "$BENCH_DIR/payloads/make_payloads.py" "$OUT" >/dev/null
 PAYLOAD="$OUT/chat.json"
+UNIT=request
+if [[ "${STREAM:-}" == 1 ]]; then
+    PAYLOAD="$OUT/chat_stream.json"
+    UNIT=stream
+fi
 
 if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
@@ -65,4 +72,4 @@ sleep 1
 total=$(for f in "$OUT"/cg.*.1; do
     callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
 done | awk '{s += $1} END {print s}')
-echo "instructions per request (user space, all threads): $((total / N))"
+echo "instructions per $UNIT (user space, all threads): $((total / N))"

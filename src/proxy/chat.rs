@@ -197,7 +197,13 @@ async fn run(
     });
     ex.state = outcome.state;
     if outcome.inspect {
-        ex.delivered = Some(String::new());
+        // A streamed reply's text arrives a few bytes at a time: room for a typical reply
+        // saves the string's repeated regrowth (a whole reply is pushed in one go).
+        ex.delivered = Some(if stream {
+            String::with_capacity(super::stream::TEXT_CAPACITY)
+        } else {
+            String::new()
+        });
     }
     *extra = outcome.response_headers;
     let send = match outcome.action {

@@ -93,6 +93,12 @@ impl CompletionView {
     }
 }
 
+/// The fast path of [`crate::proxy::sse::ChunkView::parse`]: its answer for a streamed chunk's
+/// `data` payload, or `None` when the scanner leaves the payload to serde_json.
+pub(crate) fn chunk(payload: &[u8]) -> Option<crate::proxy::sse::ChunkView<'_>> {
+    scan::chunk(payload)
+}
+
 /// [`RequestView::read`] by serde_json alone (what [`scan`] hands over when unsure).
 fn serde_request(bytes: &[u8], with_messages: bool) -> Result<RequestView, serde_json::Error> {
     if with_messages {

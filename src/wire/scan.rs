@@ -23,6 +23,7 @@
 use std::borrow::Cow;
 
 use super::{ChatMessage, CompletionView, RequestView};
+use crate::proxy::sse::ChunkView;
 
 /// Below serde_json's recursion limit (128), so nothing this scanner accepts hits it.
 const MAX_DEPTH: u32 = 100;
@@ -86,7 +87,7 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         loop {
             let rest = &self.bytes[self.at..];
-            let n = memchr::memchr2(b'"', b'\\', rest)?;
+            let n = quote_or_backslash(rest)?;
             if self.controls && min(&rest[..n]) < 0x20 {
                 return None;
             }
@@ -134,6 +135,23 @@ impl<'a> Scanner<'a> {
         } else {
             self.skip().map(|()| None)
         }
+    }
+
+    /// A number that is a non-negative integer as its value; `null`, another type or another
+    /// number (negative, with a fraction) as `None`, after checking it.
+    fn unsigned_or_none(&mut self) -> Option<Option<u64>> {
+        if !matches!(self.peek()?, b'-' | b'0'..=b'9') {
+            return self.skip().map(|()| None);
+        }
+        let start = self.at;
+        self.number()?;
+        let text = &self.bytes[start..self.at];
+        // At most 18 digits (`number`): no overflow.
+        Some(
+            text.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| text.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0'))),
+        )
     }
 
     fn enter(&mut self) -> Option<()> {
@@ -268,6 +286,40 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Bytes looked at a word at a time before [`quote_or_backslash`] hands over to `memchr`.
+const SHORT: usize = 16;
+
+/// The position of the first `"` or `\` in `bytes`.
+///
+/// Most strings of a chat body are short (keys, roles, model names: 47 of the 58 strings of a
+/// harness exchange are under 16 bytes, and nearly all of a streamed chunk's), and `memchr2`'s
+/// SIMD set-up costs ~60 instructions a call whatever the length. The first [`SHORT`] bytes are
+/// searched eight at a time in a `u64` instead (the classic has-zero-byte test on the bytes
+/// XORed with each target: its lowest flag is always a true match, so the first is exact);
+/// longer strings go on with `memchr2`.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    let zero_bytes = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut at = 0;
+    while at < SHORT {
+        let Some(word) = bytes.get(at..at + 8) else {
+            break;
+        };
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        let v = u64::from_le_bytes(eight);
+        let found = zero_bytes(v ^ QUOTES) | zero_bytes(v ^ BACKSLASHES);
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|n| n + at)
+}
+
 /// The smallest byte (below 0x20 is a control character, forbidden raw in a JSON string). No
 /// early exit, so the loop compiles to a SIMD minimum.
 fn min(bytes: &[u8]) -> u8 {
@@ -312,7 +364,7 @@ fn unescape(raw: &str) -> Option<String> {
 }
 
 /// Reads a whole body with `read`: `None` unless it reads and only whitespace follows.
-fn whole(bytes: &[u8], read: impl FnOnce(&mut Scanner<'_>) -> Option<()>) -> Option<()> {
+fn whole<'a>(bytes: &'a [u8], read: impl FnOnce(&mut Scanner<'a>) -> Option<()>) -> Option<()> {
     let mut s = Scanner::new(bytes)?;
     read(&mut s)?;
     s.at_end().then_some(())
@@ -422,6 +474,69 @@ pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
     Some(view)
 }
 
+/// [`ChunkView::parse`]'s answer for a streamed chunk's `data` payload, or `None` when the
+/// scanner is not sure (and for any payload that is not an object). The fields are those the
+/// serde path reads, with its answers for odd shapes: a field of another type reads as absent,
+/// a repeated key's last value counts (as in the `Value` that path falls back to on a repeat).
+pub(super) fn chunk(bytes: &[u8]) -> Option<ChunkView<'_>> {
+    let mut view = ChunkView::default();
+    whole(bytes, |s| {
+        if s.peek()? != b'{' {
+            return None;
+        }
+        s.object(|s, key| {
+            match key {
+                b"id" => view.id = s.str_or_none()?,
+                b"model" => view.model = s.str_or_none()?,
+                b"system_fingerprint" => view.system_fingerprint = s.str_or_none()?,
+                b"created" => view.created = s.unsigned_or_none()?,
+                b"usage" => {
+                    view.usage = s.peek()? != b'n';
+                    s.skip()?;
+                }
+                b"choices" => {
+                    view.content = None;
+                    if s.peek()? != b'[' {
+                        return s.skip();
+                    }
+                    let mut first = true;
+                    s.array(|s| {
+                        if std::mem::take(&mut first) {
+                            view.content = delta_content(s)?;
+                            Some(())
+                        } else {
+                            s.skip()
+                        }
+                    })?;
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })
+    })?;
+    Some(view)
+}
+
+/// A streamed choice's `delta.content` when it is a string.
+fn delta_content<'a>(s: &mut Scanner<'a>) -> Option<Option<Cow<'a, str>>> {
+    let mut content = None;
+    s.fields(|s, key| {
+        if key != b"delta" {
+            return s.skip();
+        }
+        content = None;
+        s.fields(|s, key| {
+            if key == b"content" {
+                content = s.str_or_none()?;
+                Some(())
+            } else {
+                s.skip()
+            }
+        })
+    })?;
+    Some(content)
+}
+
 /// A choice's `message.content` when it is a string.
 fn choice_content(s: &mut Scanner<'_>) -> Option<Option<String>> {
     let mut content = None;
@@ -457,7 +572,43 @@ mod tests {
         r#"[{"messages":[]},1,-0,0.5,true,false,null,"s",{}]"#,
         r#" { "messages" : [ { "role" : "user" , "content" : "spaced" } ] , "stream" : false } "#,
         "{\n\t\"model\": \"m\",\r\n\t\"messages\": [\n\t\t{\"role\": \"user\", \"content\": \"pretty\\tprinted\"}\n\t]\n}\n",
+        // Streamed chunks: content, the role chunk, the usage chunk, repeats and odd types.
+        r#"{"id":"chatcmpl-9x","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"delta":{"content":" careful \"words\"\n\u00e9"},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"created":-1,"model":null}"#,
+        r#"{"id":"a","id":"b","created":5.5,"choices":[{"delta":{"content":"x"},"delta":{"content":7}},{"delta":{"content":"y"}}],"system_fingerprint":3,"usage":{},"usage":null}"#,
+        r#"{"choices":[{"delta":"text"}],"created":12,"created":"13"}"#,
     ];
+
+    #[test]
+    fn string_ends_are_found_on_both_sides_of_the_short_prefix() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\');
+        // Fillers next to the targets' values and with the high bit set (UTF-8), where a
+        // careless word trick would flag a false match.
+        let filler = [
+            b'a', 0x21, 0x23, 0x5b, 0x5d, 0xa2, 0xdc, 0x00, 0x01, 0xff, 0x7f, 0x80,
+        ];
+        for len in 0..3 * SHORT {
+            let plain: Vec<u8> = (0..len).map(|i| filler[i % filler.len()]).collect();
+            assert_eq!(quote_or_backslash(&plain), None, "len {len}");
+            for at in 0..len {
+                for end in [b'"', b'\\'] {
+                    let mut bytes = plain.clone();
+                    bytes[at] = end;
+                    // A second end later on must not be the one reported.
+                    if at + 3 < len {
+                        bytes[at + 3] = b'"';
+                    }
+                    assert_eq!(
+                        quote_or_backslash(&bytes),
+                        naive(&bytes),
+                        "len {len} at {at}"
+                    );
+                    assert_eq!(quote_or_backslash(&bytes), Some(at));
+                }
+            }
+        }
+    }
 
     /// A deterministic xorshift for the mutations.
     struct Rng(u64);
@@ -521,6 +672,10 @@ mod tests {
         b"\"text\"",
         b"\"choices\"",
         b"\"message\"",
+        b"\"delta\"",
+        b"\"usage\"",
+        b"\"created\"",
+        b"\"id\"",
         b"1e400",
         b"12345678901234567890",
     ];
@@ -559,13 +714,40 @@ mod tests {
                 assert_eq!(fast.unwrap(), slow_request(body, with_messages).unwrap());
             }
             assert_eq!(completion(body), Some(slow_completion(body).unwrap()));
+            if body.trim_ascii_start().starts_with(b"{") {
+                let fast = chunk(body);
+                assert!(fast.is_some(), "chunk not scanned: {seed}");
+                assert_eq!(fast.unwrap(), ChunkView::parse_with_serde(body).unwrap());
+            }
         }
+        // What the chunk seeds say, spelled out: borrowed content, last repeats, odd types.
+        let read = |i: usize| chunk(SEEDS[i].as_bytes()).unwrap();
+        let first = read(6);
+        assert!(
+            matches!(first.content, Some(Cow::Owned(ref c)) if c == " careful \"words\"\n\u{e9}")
+        );
+        assert_eq!(
+            (first.created, first.usage, first.id.as_deref()),
+            (Some(1_700_000_000), false, Some("chatcmpl-9x"))
+        );
+        assert!(matches!(read(7).content, Some(Cow::Borrowed(""))));
+        assert_eq!(
+            (read(8).content, read(8).usage, read(8).created),
+            (None, true, None)
+        );
+        let odd = read(9);
+        assert_eq!(
+            (odd.id.as_deref(), odd.content, odd.created),
+            (Some("b"), None, None)
+        );
+        assert_eq!((odd.system_fingerprint, odd.usage), (None, false));
+        assert_eq!((read(10).content, read(10).created), (None, None));
     }
 
     #[test]
     fn mutated_bodies_get_the_slow_paths_answer_or_none() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let (mut scanned, mut invalid_seen) = (0, 0);
+        let (mut scanned, mut invalid_seen, mut chunks) = (0, 0, 0);
         let rounds = 20_000;
         for round in 0..rounds {
             let body = mutate(&mut rng, SEEDS[round % SEEDS.len()]);
@@ -584,9 +766,15 @@ mod tests {
                 assert!(valid, "accepted what the tree rejects: {shown}");
                 assert_eq!(fast, slow_completion(&body).unwrap(), "{shown}");
             }
+            if let Some(fast) = chunk(&body) {
+                chunks += 1;
+                assert!(valid, "accepted what the tree rejects: {shown}");
+                assert_eq!(fast, ChunkView::parse_with_serde(&body).unwrap(), "{shown}");
+            }
         }
         // The mutations reach both sides of the line: bodies the scanner reads and invalid ones.
         assert!(scanned > rounds / 8, "scanned {scanned} of {rounds}");
+        assert!(chunks > rounds / 10, "chunks scanned {chunks} of {rounds}");
         assert!(
             invalid_seen > rounds / 4,
             "invalid {invalid_seen} of {rounds}"
