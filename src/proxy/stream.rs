@@ -39,10 +39,11 @@ enum Phase {
 /// Above this many buffered bytes a frame is sent without waiting for more.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
-/// Bytes of reply text, and events, a guarded stream makes room for at its start: most chat
-/// replies fit, and growing the buffers from empty cost ~11 reallocations a stream (~14K
-/// instructions of the ~490K a guarded 40-event stream costs; callgrind,
-/// `scripts/instructions.sh`). A longer reply grows them as before.
+/// Bytes of reply text, and events, a stream makes room for at its start (the held-event queue
+/// and the inspected text only when guarded): most chat replies fit, and growing the buffers
+/// from empty cost ~11 reallocations a guarded stream (~14K instructions: 493K -> 479K for the
+/// mock's 40 events; callgrind, `STREAM=1 scripts/instructions.sh`). A longer reply grows them
+/// as before.
 pub(crate) const TEXT_CAPACITY: usize = 1024;
 /// See [`TEXT_CAPACITY`].
 pub(crate) const EVENT_CAPACITY: usize = 32;
