@@ -238,6 +238,23 @@ impl<'a> Scanner<'a> {
         Some(found)
     }
 
+    /// The first element of an array, read with `read` (the others checked and skipped); `None`
+    /// for an empty array or a value of another type (checked and skipped).
+    fn first_element<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.peek()? != b'[' {
+            return self.skip().map(|()| None);
+        }
+        let (mut read, mut first) = (Some(read), None);
+        self.array(|s| match read.take() {
+            Some(read) => {
+                first = Some(read(s)?);
+                Some(())
+            }
+            None => s.skip(),
+        })?;
+        Some(first)
+    }
+
     /// Checks and skips any value.
     fn skip(&mut self) -> Option<()> {
         match self.peek()? {
@@ -464,19 +481,8 @@ pub(super) fn completion(bytes: &[u8]) -> Option<CompletionView> {
                 Some(())
             }
             b"choices" => {
-                view.content = None;
-                if s.peek()? != b'[' {
-                    return s.skip();
-                }
-                let mut first = true;
-                s.array(|s| {
-                    if std::mem::take(&mut first) {
-                        view.content = choice_content(s)?;
-                        Some(())
-                    } else {
-                        s.skip()
-                    }
-                })
+                view.content = s.first_element(choice_content)?.flatten();
+                Some(())
             }
             _ => s.skip(),
         })
@@ -504,21 +510,7 @@ pub(super) fn chunk(bytes: &[u8]) -> Option<ChunkView<'_>> {
                     view.usage = s.peek()? != b'n';
                     s.skip()?;
                 }
-                b"choices" => {
-                    view.content = None;
-                    if s.peek()? != b'[' {
-                        return s.skip();
-                    }
-                    let mut first = true;
-                    s.array(|s| {
-                        if std::mem::take(&mut first) {
-                            view.content = delta_content(s)?;
-                            Some(())
-                        } else {
-                            s.skip()
-                        }
-                    })?;
-                }
+                b"choices" => view.content = s.first_element(delta_content)?.flatten(),
                 _ => s.skip()?,
             }
             Some(())
