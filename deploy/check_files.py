@@ -155,7 +155,7 @@ def dockerfile():
         for src in [w for w in words[1:-1] if not w.startswith("--")]:
             if not (ROOT / src).exists():
                 problem(path, f"COPY source {src} does not exist in the repository")
-            if src.split("/")[0] in ignore:
+            if src.split("/")[0] in ignore and "!" + src not in ignore:
                 problem(path, f"COPY source {src} is excluded by Dockerfile.dockerignore")
     if not re.search(r"^USER (?!0|root)", text, re.M):
         problem(path, "the runtime stage must run as a non-root USER")

@@ -15,6 +15,8 @@
 #                        per core)
 #   CAREGUARD_GUARD=none the proxy alone, with the pass-through guard (examples/passthrough.rs):
 #                        what the proxy path costs without the engine
+#   PGO=1                measure the profile-guided build of scripts/pgo-build.sh (built first;
+#                        needs llvm-profdata, see that script) instead of `cargo build --release`
 # Results: /tmp/bench/results/results.md (harness output), plus careguard's idle RSS and CPU time
 # per request printed here (SCRATCH: the harness scratch folder, default /tmp/bench).
 set -euo pipefail
@@ -36,16 +38,27 @@ for arg in "$@"; do
     if [[ "$arg" == "--targets" ]]; then TARGETS_ARGS=(); fi
 done
 
-if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
+BIN_DIR="$ROOT/target/release"
+if [[ "${PGO:-}" == 1 && "${CAREGUARD_GUARD:-}" == none ]]; then
+    PGO_DIR="$ROOT/target/pgo-passthrough" PGO_TARGETS="--bin careguard --example passthrough" \
+        bash "$ROOT/scripts/pgo-build.sh"
+    BIN_DIR="$ROOT/target/pgo-passthrough/use/release"
+elif [[ "${PGO:-}" == 1 ]]; then
+    bash "$ROOT/scripts/pgo-build.sh"
+    BIN_DIR="$ROOT/target/pgo/use/release"
+elif [[ "${CAREGUARD_GUARD:-}" == none ]]; then
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
-    if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
-    "$ROOT/target/release/examples/passthrough" "$LISTEN" "$ADMIN" \
-        "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
 else
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml"
+fi
+if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
+    if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$CAREGUARD_WORKERS"; fi
+    "$BIN_DIR/examples/passthrough" "$LISTEN" "$ADMIN" \
+        "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
+else
     WORKERS_ARGS=()
     if [[ -n "${CAREGUARD_WORKERS:-}" ]]; then WORKERS_ARGS=(--workers "$CAREGUARD_WORKERS"); fi
-    "$ROOT/target/release/careguard" serve "${WORKERS_ARGS[@]}" \
+    "$BIN_DIR/careguard" serve "${WORKERS_ARGS[@]}" \
         --listen "$LISTEN" --admin-listen "$ADMIN" \
         --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$LOG" 2>&1 &
 fi

@@ -15,6 +15,7 @@
 #   STREAM=1             streamed requests (`stream: true`: the mock's 40 content events and
 #                        [DONE]); the count is then per stream
 #   CARGO_FLAGS          added to `cargo build` (e.g. --no-default-features for the system allocator)
+#   PGO=1                count the profile-guided build of scripts/pgo-build.sh (built first)
 # Needs valgrind, oha and curl.
 set -euo pipefail
 
@@ -42,13 +43,24 @@ if [[ "${STREAM:-}" == 1 ]]; then
     UNIT=stream
 fi
 
-if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
+BIN_DIR="$ROOT/target/release"
+if [[ "${PGO:-}" == 1 && "${CAREGUARD_GUARD:-}" == none ]]; then
+    PGO_DIR="$ROOT/target/pgo-passthrough" PGO_TARGETS="--bin careguard --example passthrough" \
+        bash "$ROOT/scripts/pgo-build.sh"
+    BIN_DIR="$ROOT/target/pgo-passthrough/use/release"
+elif [[ "${PGO:-}" == 1 ]]; then
+    bash "$ROOT/scripts/pgo-build.sh"
+    BIN_DIR="$ROOT/target/pgo/use/release"
+elif [[ "${CAREGUARD_GUARD:-}" == none ]]; then
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
-    CMD=(env TOKIO_WORKER_THREADS=1 "$ROOT/target/release/examples/passthrough"
-        "127.0.0.1:$PORT" "127.0.0.1:$ADMIN" "http://127.0.0.1:$MOCK_PORT/v1")
 else
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml"
-    CMD=("$ROOT/target/release/careguard" serve --workers 1 --listen "127.0.0.1:$PORT"
+fi
+if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
+    CMD=(env TOKIO_WORKER_THREADS=1 "$BIN_DIR/examples/passthrough"
+        "127.0.0.1:$PORT" "127.0.0.1:$ADMIN" "http://127.0.0.1:$MOCK_PORT/v1")
+else
+    CMD=("$BIN_DIR/careguard" serve --workers 1 --listen "127.0.0.1:$PORT"
         --admin-listen "127.0.0.1:$ADMIN" --upstream "http://127.0.0.1:$MOCK_PORT/v1")
 fi
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$OUT/cg.%p" "${CMD[@]}" \
@@ -57,7 +69,7 @@ PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null -m 1 "http://127.0.0.1:$ADMIN/readyz" && break
+    curl -fsS -o /dev/null -m 1 "http://127.0.0.1:$ADMIN/readyz" 2>/dev/null && break
     sleep 1
 done
 load() {
