@@ -40,11 +40,11 @@ done
 
 BIN_DIR="$ROOT/target/release"
 if [[ "${PGO:-}" == 1 && "${CAREGUARD_GUARD:-}" == none ]]; then
-    PGO_DIR="$ROOT/target/pgo-passthrough" PGO_TARGETS="--bin careguard --example passthrough" \
+    env -u ROUNDS PGO_DIR="$ROOT/target/pgo-passthrough" PGO_TARGETS="--bin careguard --example passthrough" \
         bash "$ROOT/scripts/pgo-build.sh"
     BIN_DIR="$ROOT/target/pgo-passthrough/use/release"
 elif [[ "${PGO:-}" == 1 ]]; then
-    bash "$ROOT/scripts/pgo-build.sh"
+    env -u ROUNDS PGO_DIR="$ROOT/target/pgo" bash "$ROOT/scripts/pgo-build.sh"
     BIN_DIR="$ROOT/target/pgo/use/release"
 elif [[ "${CAREGUARD_GUARD:-}" == none ]]; then
     cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough

@@ -19,7 +19,7 @@
 # Needs: curl, and an llvm-profdata of the LLVM major version rustc is built on (`rustc -vV`,
 # "LLVM version"): LLVM_PROFDATA=/path/to/llvm-profdata, or llvm-profdata-<major> on PATH or
 # in /usr/lib/llvm-<major>/bin (Debian: `apt-get install llvm-<major>`; rustup:
-# `rustup component add llvm-tools`). Environment: ROUNDS (default 150: each round sends every
+# `rustup component add llvm-tools`). Environment: PGO_ROUNDS (default 150: each round sends every
 # training conversation once per client), CARGO_FLAGS (added to both builds), PGO_TARGETS (what
 # both builds build, default `--bin careguard`; `--bin careguard --example passthrough` for the
 # proxy-alone benchmark), PGO_DIR (default target/pgo).
@@ -34,7 +34,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${PGO_DIR:-$ROOT/target/pgo}"
 read -r -a TARGETS <<<"${PGO_TARGETS:---bin careguard}"
 DATA="$OUT/profiles"
-ROUNDS="${ROUNDS:-150}"
+ROUNDS="${PGO_ROUNDS:-150}"
 PROXY=127.0.0.1:18480
 ADMIN=127.0.0.1:18490
 BOT=127.0.0.1:18470
@@ -56,7 +56,7 @@ if [[ -z "$profdata" ]]; then
         "llvm-tools, or set LLVM_PROFDATA" >&2
     exit 2
 fi
-have="$("$profdata" --version | sed -n 's/.*LLVM version \([0-9]*\).*/\1/p' | head -1)"
+have="$("$profdata" --version | sed -n 's/.*LLVM version \([0-9]*\).*/\1/p' | head -1 || true)"
 if [[ "$have" != "$major" ]]; then
     echo "$profdata is LLVM $have, rustc uses LLVM $major: its raw profiles would not read" >&2
     exit 2
@@ -94,6 +94,12 @@ for _ in $(seq 1 100); do
         && curl -fsS "http://$BOT/v1/models" >/dev/null 2>&1; then break; fi
     sleep 0.1
 done
+# Training against a proxy or bot that is not up (a port taken, a crash) would profile errors.
+kill -0 "$SERVE" && kill -0 "${pids[0]}" || { echo "careguard or the bot did not start (see $OUT)" >&2; exit 1; }
+curl -fsS "http://$ADMIN/readyz" >/dev/null || { echo "careguard is not ready (see $OUT/serve.log)" >&2; exit 1; }
+curl -fsS -o /dev/null -H 'content-type: application/json' \
+    -d '{"model":"training","messages":[{"role":"user","content":"hello"}]}' \
+    "http://$PROXY/v1/chat/completions" || { echo "a chat through careguard failed (see $OUT)" >&2; exit 1; }
 
 # Training conversations: ordinary questions of every size, and clinical ones the engine acts on.
 # Each line is a list of user turns; assistant turns are filled in between.
@@ -164,6 +170,7 @@ clients=()
 for config in "${CONFIGS[@]}"; do
     curl -sS --config "$config" &
     clients+=($!)
+    pids+=($!)
 done
 for client in "${clients[@]}"; do
     wait "$client" || { echo "training traffic failed (see $OUT/serve.log)" >&2; exit 1; }
