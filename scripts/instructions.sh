@@ -43,19 +43,9 @@ if [[ "${STREAM:-}" == 1 ]]; then
     UNIT=stream
 fi
 
-BIN_DIR="$ROOT/target/release"
-if [[ "${PGO:-}" == 1 && "${CAREGUARD_GUARD:-}" == none ]]; then
-    env -u ROUNDS PGO_DIR="$ROOT/target/pgo-passthrough" PGO_TARGETS="--bin careguard --example passthrough" \
-        bash "$ROOT/scripts/pgo-build.sh"
-    BIN_DIR="$ROOT/target/pgo-passthrough/use/release"
-elif [[ "${PGO:-}" == 1 ]]; then
-    env -u ROUNDS PGO_DIR="$ROOT/target/pgo" bash "$ROOT/scripts/pgo-build.sh"
-    BIN_DIR="$ROOT/target/pgo/use/release"
-elif [[ "${CAREGUARD_GUARD:-}" == none ]]; then
-    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml" --example passthrough
-else
-    cargo build --release ${CARGO_FLAGS:+$CARGO_FLAGS} --manifest-path "$ROOT/Cargo.toml"
-fi
+# shellcheck source=build-measured.sh
+source "$ROOT/scripts/build-measured.sh"
+build_measured
 if [[ "${CAREGUARD_GUARD:-}" == none ]]; then
     CMD=(env TOKIO_WORKER_THREADS=1 "$BIN_DIR/examples/passthrough"
         "127.0.0.1:$PORT" "127.0.0.1:$ADMIN" "http://127.0.0.1:$MOCK_PORT/v1")
